@@ -48,21 +48,12 @@ def main(
 
 
 def run_cli() -> None:
-    """Entry point that turns igsearch's own errors into one red line and exit code 2."""
-    import click
-
+    """Entry point: usage errors print as usual; igsearch's own errors print one red line, exit 2."""
     try:
-        code = app(standalone_mode=False)
-    except click.ClickException as e:  # usage errors: bad or missing options
-        e.show()
-        raise SystemExit(e.exit_code) from None
-    except click.exceptions.Abort:
-        console.print("[yellow]aborted[/yellow]")
-        raise SystemExit(130) from None
+        app()
     except (IGSearchError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {e}", highlight=False)
         raise SystemExit(2) from None
-    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 @app.command()
