@@ -115,3 +115,22 @@ def search(
         for i, hit in enumerate(hits, 1):
             console.print(f"  [green]{i}.[/green] [bold]{hit.title}[/bold] ({hit.id}, score {hit.score:.3f})")
             console.print(f"     {hit.text}", highlight=False)
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Option("--index", help="Index folder built by `igsearch index`.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server beyond this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    topk: Annotated[int, typer.Option(help="Passages per query when a request gives no topk.")] = 3,
+    max_topk: Annotated[int, typer.Option(help="Largest topk a request may ask for.")] = 100,
+    max_queries: Annotated[int, typer.Option(help="Most queries one request may hold.")] = 1024,
+) -> None:
+    """Serve an index over HTTP, speaking Search-R1's POST /retrieve contract (igsearch.retrieval.server).
+
+    Search-R1's trainer and verl's SearchTool work against it unchanged: point them at
+    http://HOST:PORT/retrieve. GET /health reports the index kind and size.
+    """
+    from igsearch.retrieval.server import serve as serve_index
+
+    serve_index(index_dir, host=host, port=port, default_topk=topk, max_topk=max_topk, max_queries=max_queries)

@@ -1,0 +1,1 @@
+"""Policies and training: tiny models and tokenizers, supervised warm start, the IG-Search trainer."""
