@@ -1,0 +1,1 @@
+"""Advantage estimators (pure tensor math) and their registry."""

@@ -1,0 +1,84 @@
+"""Config loading: YAML + dotted overrides, unknown keys and wrong types rejected with fixes."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from igsearch.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+
+
+@dataclass(frozen=True)
+class Inner:
+    alpha: float = 0.3
+    """IG weight."""
+    norm: Literal["none", "group", "batch"] = "none"
+    """IG normalisation."""
+
+    def __post_init__(self):
+        if self.alpha < 0:
+            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "run"
+    """Run name."""
+    steps: int = 10
+    """Number of steps."""
+    clip: float | None = None
+    """Optional clip."""
+    files: tuple[str, ...] = ()
+    """Input files."""
+    inner: Inner = field(default_factory=Inner)
+    """Nested section."""
+
+
+def test_yaml_plus_dotted_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\ninner:\n  alpha: 1\nfiles: [x, y]\n")
+    cfg = load_config(Outer, path, ["inner.norm=group", "steps=5", "clip=0.5"])
+    assert cfg == Outer(
+        name="a", steps=5, clip=0.5, files=("x", "y"), inner=Inner(alpha=1.0, norm="group")
+    )
+    assert isinstance(cfg.inner.alpha, float)
+    assert to_dict(cfg)["files"] == ["x", "y"]
+
+
+def test_unknown_key_suggests_the_closest_one():
+    with pytest.raises(
+        ConfigError, match=r"config.inner: unknown key 'alhpa' \(did you mean 'alpha'\?\)"
+    ):
+        from_dict(Outer, {"inner": {"alhpa": 1}})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"steps": "ten"}, "config.steps: expected int"),
+        ({"steps": True}, "config.steps: expected a number"),
+        ({"inner": {"norm": "zscore"}}, "not one of"),
+        ({"files": "x"}, "expected a list"),
+        ({"inner": 3}, "expected a mapping"),
+        ({"inner": {"alpha": -1}}, "alpha must be >= 0"),
+    ],
+)
+def test_bad_values_fail_with_the_key_named(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Outer, data)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["steps"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"steps": 3}, ["steps.x=1"])
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(Outer, bad)
