@@ -160,7 +160,7 @@ class AnswerScorer:
         ).logits.float()
         self.tokens_encoded += p + sum(len(c) for c, _ in conts)
         scores = []
-        for i, (c, n) in enumerate(conts):
+        for i, (_, n) in enumerate(conts):
             lp = torch.log_softmax(logits[i, keep - n - 1 : keep - 1], -1)
             scores.append(
                 self._alias_score(lp.gather(-1, ids[i, width - n :, None]).squeeze(-1)).cpu()
