@@ -80,6 +80,41 @@ def normalize_step_ig(
     return [r.tolist() for r in out]
 
 
+def _check_rows(step_ig: Sequence, query_spans: Sequence, n: int) -> None:
+    if len(step_ig) != n or len(query_spans) != n:
+        raise ValueError(
+            f"step_ig has {len(step_ig)} rows and query_spans {len(query_spans)}; expected one per rollout ({n})"
+        )
+
+
+def add_ig_to_advantages(
+    base: Tensor,
+    step_ig: Sequence[Sequence[float]],
+    query_spans: Sequence[Sequence[tuple[int, int]]],
+    response_len: int,
+    alpha: float = 0.3,
+) -> Tensor:
+    """Broadcast Â_i (base: (B,)) to (B, response_len) and add α·ĨG_{i,t}/|Q_{i,t}| on query tokens.
+
+    step_ig holds the already normalised ĨG values; steps with an empty span add nothing.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    _check_rows(step_ig, query_spans, base.numel())
+    adv = base.to(torch.float32)[:, None].repeat(1, response_len)
+    for i, (igs, spans) in enumerate(zip(step_ig, query_spans, strict=True)):
+        if len(igs) != len(spans):
+            raise ValueError(f"rollout {i}: {len(igs)} IG values for {len(spans)} query spans")
+        for value, (start, end) in zip(igs, spans, strict=True):
+            if not 0 <= start <= end <= response_len:
+                raise ValueError(
+                    f"rollout {i}: query span ({start}, {end}) outside response of {response_len}"
+                )
+            if end > start:
+                adv[i, start:end] += alpha * value / (end - start)
+    return adv
+
+
 def compute_ig_advantages(
     rewards: Tensor,
     group_size: int,
@@ -97,26 +132,13 @@ def compute_ig_advantages(
     rollout i's response. Returns (B, response_len) float32: Â_i everywhere, plus
     α·ĨG_{i,t}/|Q_{i,t}| on the query tokens of step t. Steps with an empty span add nothing.
     """
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
     base = compute_grpo_advantages(rewards, group_size, eps)
-    if len(step_ig) != base.numel() or len(query_spans) != base.numel():
-        raise ValueError(
-            f"step_ig has {len(step_ig)} rows and query_spans {len(query_spans)}; expected one per rollout ({base.numel()})"
-        )
-    adv = base[:, None].repeat(1, response_len)
-    ig = normalize_step_ig(step_ig, group_size, ig_norm, ig_clip, eps)
-    for i, (igs, spans) in enumerate(zip(ig, query_spans, strict=True)):
-        if len(igs) != len(spans):
-            raise ValueError(f"rollout {i}: {len(igs)} IG values for {len(spans)} query spans")
-        for value, (start, end) in zip(igs, spans, strict=True):
-            if not 0 <= start <= end <= response_len:
-                raise ValueError(
-                    f"rollout {i}: query span ({start}, {end}) outside response of {response_len}"
-                )
-            if end > start:
-                adv[i, start:end] += alpha * value / (end - start)
-    return adv
+    ig = (
+        normalize_step_ig(step_ig, group_size, ig_norm, ig_clip, eps)
+        if len(step_ig) == base.numel()
+        else step_ig
+    )
+    return add_ig_to_advantages(base, ig, query_spans, response_len, alpha)
 
 
 @dataclass(frozen=True)
