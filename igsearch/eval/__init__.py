@@ -1,0 +1,1 @@
+"""Evaluation: greedy rollouts on QA sets, exact match per benchmark and question type, reports."""

@@ -1,0 +1,82 @@
+"""Information gain of every search step of a batch of rollouts (glue between trajectories,
+counterfactual sampling and the scorer).
+
+For step t of a rollout, the prefix is the prompt plus the response up to the step's information
+block, the real block is the block's own token ids as the policy saw them, and each counterfactual
+block is the same wrapper rendered around other documents and tokenised alone (as the rollout
+loop tokenises blocks). The answer continuation is the answer prefix (default "\\n<answer>")
+followed by " " + alias, each tokenised alone, so the scored text reads "\\n<answer> alias".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from igsearch.protocol import TagSet
+from igsearch.retrieval.base import Hit
+from igsearch.rewards.info_gain import StepDocs, sample_counterfactuals
+from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
+from igsearch.rollout.loop import Trajectory, encode_block, observation_text
+
+
+def answer_continuations(
+    tokenizer: Any, answer_prefix: str, aliases: Sequence[str]
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of answer prefix + alias for every alias, and where each alias starts."""
+    prefix = encode_block(tokenizer, answer_prefix) if answer_prefix else []
+    conts = [prefix + encode_block(tokenizer, " " + a.strip()) for a in aliases]
+    return conts, [len(prefix)] * len(conts)
+
+
+def compute_step_ig(
+    trajectories: Sequence[Trajectory],
+    golden_answers: Sequence[Sequence[str]],
+    questions: Sequence[Hashable],
+    scorer: AnswerScorer,
+    tokenizer: Any,
+    tags: TagSet,
+    *,
+    counterfactual: str = "random",
+    n_sets: int = 3,
+    seed: int = 0,
+    answer_prefix: str = "\n<answer>",
+    max_obs_tokens: int | None = None,
+    fallback: Callable[[np.random.Generator, int], Sequence[Hit]] | None = None,
+    skip_empty_queries: bool = True,
+) -> list[list[float]]:
+    """IG per search step of each trajectory: result[i][t] for rollout i, step t.
+
+    `questions[i]` keys rollout i's question (documents retrieved for the same question never serve
+    as its counterfactuals). Steps whose query span is empty cannot change any advantage and get 0
+    without being scored when `skip_empty_queries`.
+    """
+    refs = [(i, t) for i, tr in enumerate(trajectories) for t in range(len(tr.steps))]
+    cf_sets = sample_counterfactuals(
+        [StepDocs(questions[i], trajectories[i].steps[t].hits) for i, t in refs],
+        n_sets=n_sets,
+        seed=seed,
+        kind=counterfactual,
+        fallback=fallback,
+    )
+    out: list[list[float]] = [[0.0] * len(tr.steps) for tr in trajectories]
+    requests, slots = [], []
+    for (i, t), sets in zip(refs, cf_sets, strict=True):
+        tr, step = trajectories[i], trajectories[i].steps[t]
+        if skip_empty_queries and step.query_span[1] <= step.query_span[0]:
+            continue
+        start, end = step.info_span
+        blocks = [tr.response_ids[start:end]] + [
+            encode_block(tokenizer, observation_text(tokenizer, tags, docs, max_obs_tokens))
+            for docs in sets
+        ]
+        answers, starts = answer_continuations(tokenizer, answer_prefix, golden_answers[i])
+        requests.append(
+            ScoreRequest(tr.prompt_ids + tr.response_ids[:start], blocks, answers, starts)
+        )
+        slots.append((i, t))
+    for (i, t), scores in zip(slots, scorer.score(requests), strict=True):
+        out[i][t] = ig_from_scores(scores)
+    return out

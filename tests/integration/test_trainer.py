@@ -1,0 +1,222 @@
+"""IGSearchTrainer on a nano model: one step trains, documents never do, metrics are logged, resume.
+
+Rollouts come from a scripted generator (search, then answer right on even rows and wrong on odd
+rows, always wrong for the "all-fail" question), so every step has search steps to score, groups
+with reward spread and one group where every rollout fails.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMALL_CORPUS, write_small_corpus
+
+from igsearch.config import TrainConfig, from_dict
+from igsearch.data.qa import QAExample, write_qa_jsonl
+from igsearch.retrieval.index import build_index
+from igsearch.rollout.loop import decode_ids, encode_block
+from igsearch.train.models import init_model, save_tokenizer, train_tokenizer
+from igsearch.train.rl import build_trainer, run_training
+
+ANSWERS = {"p0": "Oranthe", "p1": "Ombrisa", "p3": "Imre Saldo", "p5": "Sabine Orrow"}
+ALL_FAIL = "p1"
+
+
+class ScriptedAgent:
+    """Searches the question's words first; then answers (right on even batch rows)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eos_token_ids = frozenset({tokenizer.eos_token_id})
+        self.by_question = {
+            q: (pid, ANSWERS[pid]) for pid, _, _, q in SMALL_CORPUS if pid in ANSWERS
+        }
+
+    def generate(self, batch, max_new_tokens, stop_strings=(), temperature=0.0, top_p=1.0, seed=0):
+        out = []
+        for i, ids in enumerate(batch):
+            text = decode_ids(self.tokenizer, ids)
+            question = text.split("Question:", 1)[1].split("\n", 1)[0].strip()
+            pid, answer = self.by_question[question]
+            if "<information>" not in text:
+                turn = f"<think> look it up </think>\n<search> {question.rstrip('?')} </search>"
+            else:
+                right = i % 2 == 0 and pid != ALL_FAIL
+                turn = f"<think> found </think>\n<answer> {answer if right else 'Nobody'} </answer>"
+            out.append(encode_block(self.tokenizer, turn)[:max_new_tokens])
+        return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("trainer")
+    corpus = root / "corpus.jsonl"
+    write_small_corpus(corpus)
+    build_index(corpus, "bm25", root / "index")
+    # Two questions, so every batch of 8 holds one mixed group and one all-fail group (ALL_FAIL).
+    qa = [
+        QAExample(pid, q, (ANSWERS[pid],), {"type": "single_hop"})
+        for pid, _, _, q in SMALL_CORPUS
+        if pid in ("p0", ALL_FAIL)
+    ]
+    write_qa_jsonl(root / "train.jsonl", qa)
+    tok = train_tokenizer([f"{t}\n{x}\n{q}" for _, t, x, q in SMALL_CORPUS] * 3, vocab_size=300)
+    init_model("nano", tok, seed=0).save_pretrained(root / "policy")
+    save_tokenizer(tok, root / "policy")
+    return {"root": root}
+
+
+def make_cfg(root: Path, out: str, **train) -> TrainConfig:
+    return from_dict(
+        TrainConfig,
+        {
+            "model": str(root / "policy"),
+            "data": {"train": [str(root / "train.jsonl")]},
+            "retriever": {"index": str(root / "index")},
+            "rollout": {
+                "prompt_style": "bare",
+                "max_turns": 2,
+                "max_new_tokens_per_turn": 160,
+                "max_response_tokens": 800,
+                "max_context_tokens": 1024,
+            },
+            "algo": {"estimator": "ig_grpo", "n_counterfactuals": 2},
+            "train": {
+                "output_dir": str(root / out),
+                "steps": 1,
+                "group_size": 4,
+                "batch_size": 8,
+                "learning_rate": 1e-3,
+                "save_steps": 1,
+                "report_to": [],
+                "seed": 3,
+                **train,
+            },
+        },
+    )
+
+
+def scripted(model, tokenizer):
+    return ScriptedAgent(tokenizer)
+
+
+def _trainer(cfg):
+    return build_trainer(cfg, generator_factory=scripted)
+
+
+def test_one_step_changes_parameters_and_logs_every_metric(setup):
+    cfg = make_cfg(setup["root"], "one")
+    trainer = _trainer(cfg)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
+    )
+    logs = [
+        json.loads(line)
+        for line in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    step = logs[0]
+    for key in (
+        "em",
+        "well_formed",
+        "turns",
+        "searches",
+        "query_tokens",
+        "ig/all/mean",
+        "ig/all/std",
+        "ig/all/positive",
+        "ig/step1/mean",
+        "all_fail_groups",
+        "adv/nonzero_token_share",
+        "adv/all_fail_nonzero_token_share",
+        "time/rollout",
+        "time/retrieval",
+        "time/ig_scoring",
+        "time/update",
+        "kl",
+        "reward",
+    ):
+        assert key in step, key
+    assert step["searches"] == 1.0 and step["well_formed"] == 1.0
+    assert step["all_fail_groups"] == 0.5 and step["em"] == 0.25
+    assert step["adv/all_fail_nonzero_token_share"] > 0  # all-fail groups still train their queries
+
+
+def _scored_batch(trainer):
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = (
+        1  # set by Trainer.train(); we call the loss directly
+    )
+    return trainer._generate_and_score_completions(batch), trainer._batch
+
+
+def test_inserted_documents_contribute_no_gradient(setup):
+    trainer = _trainer(make_cfg(setup["root"], "grad"))
+    inputs, trajs = _scored_batch(trainer)
+    mask = inputs["completion_mask"] * inputs["tool_mask"]
+    inserted = (inputs["completion_mask"] == 1) & (inputs["tool_mask"] == 0)
+    assert inserted.any()
+    for i, t in enumerate(trajs):  # the mask is the trajectory's loss mask
+        assert mask[i, : len(t.loss_mask)].tolist() == t.loss_mask
+
+    def grads(adv):
+        trainer.model.zero_grad()
+        trainer.compute_loss(trainer.model, {**inputs, "advantages": adv}).backward()
+        return [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+    base = grads(inputs["advantages"])
+    noisy = inputs["advantages"].clone()
+    noisy[inserted] = torch.randn(int(inserted.sum())) * 100
+    for a, b in zip(base, grads(noisy), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_all_fail_group_moves_only_query_tokens(setup):
+    trainer = _trainer(make_cfg(setup["root"], "allfail"))
+    inputs, trajs = _scored_batch(trainer)
+    adv, g = inputs["advantages"], trainer.cfg.train.group_size
+    rewards = [float(t.answer == ANSWERS[ALL_FAIL]) for t in trajs]
+    for start in range(0, len(trajs), g):
+        rows = range(start, start + g)
+        if any(trajs[i].answer not in ("Nobody", None) for i in rows):
+            continue
+        for i in rows:
+            q0, q1 = trajs[i].steps[0].query_span
+            outside = torch.ones(adv.shape[1], dtype=torch.bool)
+            outside[q0:q1] = False
+            assert (adv[i, outside] == 0).all() and (adv[i, q0:q1] != 0).all()
+        break
+    else:
+        pytest.fail(f"no all-fail group in the batch: {rewards}")
+
+
+def test_grpo_estimator_gives_trajectory_level_advantages(setup):
+    cfg = make_cfg(setup["root"], "grpo")
+    cfg = replace(cfg, algo=replace(cfg.algo, estimator="grpo"))
+    trainer = _trainer(cfg)
+    inputs, _ = _scored_batch(trainer)
+    adv = inputs["advantages"]
+    assert torch.equal(adv, adv[:, :1].expand_as(adv))
+
+
+def test_resume_reproduces_the_next_step(setup):
+    root = setup["root"]
+    full = make_cfg(root, "full", steps=2)
+    run_training(full, generator_factory=scripted)
+    first = make_cfg(root, "resumed", steps=1)
+    run_training(first, generator_factory=scripted)
+    run_training(make_cfg(root, "resumed", steps=2), resume=True, generator_factory=scripted)
+
+    def step2(name):
+        logs = [json.loads(x) for x in (root / name / "metrics.jsonl").read_text().splitlines()]
+        return next(x for x in logs if x["step"] == 2 and "loss" in x)
+
+    a, b = step2("full"), step2("resumed")
+    for key in ("loss", "em", "ig/all/mean", "kl", "grad_norm"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
