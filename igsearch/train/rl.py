@@ -95,6 +95,7 @@ def build_trainer(
         raise IGSearchError(
             f"data.train has {len(dataset)} questions but one step needs {cfg.train.batch_size // cfg.train.group_size}"
         )
+    dev = read_examples([cfg.data.dev], cfg.data.dev_limit) if cfg.data.dev else []
     return IGSearchTrainer(
         cfg,
         model,
@@ -102,6 +103,7 @@ def build_trainer(
         open_retriever(cfg),
         dataset,
         generator_factory,
+        dev,
         callbacks=list(callbacks),
     )
 

@@ -134,9 +134,11 @@ class IGSearchTrainer(GRPOTrainer):
         retriever: Any,
         train_dataset: Any,
         generator_factory: Callable[[Any, Any], Any] | None = None,
+        dev_examples: Sequence[Any] | None = None,
         **kwargs: Any,
     ):
-        """`generator_factory(model, tokenizer)` replaces the rollout backend (e.g. a scripted fake)."""
+        """`generator_factory(model, tokenizer)` replaces the rollout backend (e.g. a scripted fake);
+        `dev_examples` (QAExample) are evaluated greedily every `train.eval_steps` and at the end."""
         self.cfg = cfg
         self.generator_factory = generator_factory
         self.estimator = get_estimator(cfg.algo.estimator)
@@ -157,6 +159,9 @@ class IGSearchTrainer(GRPOTrainer):
             **kwargs,
         )
         self.add_callback(MetricsFileCallback(Path(cfg.train.output_dir) / "metrics.jsonl"))
+        self.dev_examples = dev_examples or []
+        if self.dev_examples:
+            self.add_callback(DevEvalCallback(self))
 
     # -- rollouts ---------------------------------------------------------------------------------
 
@@ -296,6 +301,54 @@ class IGSearchTrainer(GRPOTrainer):
         spent = self._times.get("rollout", 0.0) + self._times.get("ig_scoring", 0.0)
         self._metrics["train"]["time/update"].append(max(step - spent, 0.0))
         return loss
+
+    def evaluate_dev(self) -> dict[str, float]:
+        """Greedy dev EM (overall and by question type) with the current policy; logged as dev/*."""
+        from igsearch.eval.evaluate import aggregate, aggregate_by, evaluate_examples
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        try:
+            records = evaluate_examples(
+                self.dev_examples,
+                self._generator(model),
+                self.retriever.inner,
+                self.cfg.rollout,
+                progress=False,
+            )
+        finally:
+            model.train(was_training)
+        logs = {f"dev/{k}": v for k, v in aggregate(records).items() if k != "latency_s"}
+        for qtype, agg in aggregate_by(records).items():
+            if qtype != "None":
+                logs[f"dev/em/{qtype}"] = agg["em"]
+        return logs
+
+
+class DevEvalCallback(TrainerCallback):
+    """Evaluates dev EM before training, every `train.eval_steps` steps and at the end."""
+
+    def __init__(self, trainer: IGSearchTrainer):
+        self.trainer = trainer
+        self.done: set[int] = set()
+
+    def _run(self, state: Any) -> None:
+        if state.global_step in self.done or not state.is_world_process_zero:
+            return
+        self.done.add(state.global_step)
+        self.trainer.log(self.trainer.evaluate_dev())
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if state.global_step == 0:
+            self._run(state)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        every = self.trainer.cfg.train.eval_steps
+        if every and state.global_step % every == 0:
+            self._run(state)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        self._run(state)
 
 
 class MetricsFileCallback(TrainerCallback):

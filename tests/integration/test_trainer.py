@@ -75,7 +75,7 @@ def make_cfg(root: Path, out: str, **train) -> TrainConfig:
         TrainConfig,
         {
             "model": str(root / "policy"),
-            "data": {"train": [str(root / "train.jsonl")]},
+            "data": {"train": [str(root / "train.jsonl")], "dev": str(root / "train.jsonl")},
             "retriever": {"index": str(root / "index")},
             "rollout": {
                 "prompt_style": "bare",
@@ -120,7 +120,7 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
         json.loads(line)
         for line in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
     ]
-    step = logs[0]
+    step = next(x for x in logs if "loss" in x)
     for key in (
         "em",
         "well_formed",
@@ -144,6 +144,11 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
         assert key in step, key
     assert step["searches"] == 1.0 and step["well_formed"] == 1.0
     assert step["all_fail_groups"] == 0.5 and step["em"] == 0.25
+    dev = [x for x in logs if "dev/em" in x]
+    assert [x["step"] for x in dev] == [0, 1]  # before training and at the end
+    assert (
+        dev[0]["dev/em"] == 0.5 and dev[0]["dev/em/single_hop"] == 0.5
+    )  # greedy batch rows 0 (right), 1 (all-fail)
     assert step["adv/all_fail_nonzero_token_share"] > 0  # all-fail groups still train their queries
 
 
