@@ -148,3 +148,325 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     return from_dict(cls, apply_overrides(data, overrides), str(path) if path else "config")
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """Multi-turn rollout (igsearch.rollout.loop): protocol, turn budget, token budgets, sampling."""
+
+    tagset: str = "search-r1"
+    """Protocol tag set: 'search-r1' (think/search/information/answer) or 'autorefine'."""
+    prompt_style: typing.Literal["plain", "chat", "bare"] = "plain"
+    """Prompt template: 'plain' (base models), 'chat' (tokenizer chat template), 'bare' (question only)."""
+    topk: int = 3
+    """Documents retrieved per search query."""
+    max_turns: int = 4
+    """Turn budget: searches plus invalid turns; when spent, one final turn must answer."""
+    max_new_tokens_per_turn: int = 256
+    """Most tokens the policy generates in one turn (a turn that hits it without an action is invalid)."""
+    max_response_tokens: int = 1024
+    """Most response tokens (generated plus inserted); a row that reaches it stops, truncated."""
+    max_obs_tokens: int = 512
+    """Most tokens of the rendered documents of one search (cut at a word boundary, then wrapped)."""
+    max_context_tokens: int = 4096
+    """Most prompt plus response tokens; a row that reaches it stops, truncated."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass, in (0, 1]."""
+    seed: int = 0
+    """Seed of the sampling RNG (vary it per training step to draw fresh rollouts)."""
+
+    def __post_init__(self) -> None:
+        from igsearch.protocol import TAG_SETS
+
+        if self.tagset not in TAG_SETS:
+            raise ConfigError(f"rollout.tagset: unknown {self.tagset!r}; choose one of: {', '.join(sorted(TAG_SETS))}")
+        if self.prompt_style not in ("plain", "chat", "bare"):
+            raise ConfigError(f"rollout.prompt_style: {self.prompt_style!r}; choose 'plain', 'chat' or 'bare'")
+        if self.topk < 1:
+            raise ConfigError(f"rollout.topk={self.topk}: must be >= 1 (use NullRetriever for a no-retrieval baseline)")
+        if self.max_turns < 0:
+            raise ConfigError(f"rollout.max_turns={self.max_turns}: must be >= 0 (0 = answer without searching)")
+        for name in ("max_new_tokens_per_turn", "max_response_tokens", "max_obs_tokens", "max_context_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rollout.{name}={getattr(self, name)}: must be >= 1")
+        if self.max_response_tokens >= self.max_context_tokens:
+            raise ConfigError(
+                f"rollout.max_response_tokens={self.max_response_tokens} leaves no room for the prompt within "
+                f"max_context_tokens={self.max_context_tokens}; raise max_context_tokens or lower max_response_tokens"
+            )
+        if self.temperature < 0:
+            raise ConfigError(f"rollout.temperature={self.temperature}: must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"rollout.top_p={self.top_p}: must be in (0, 1]")
+
+
+def _default_demo_weights() -> dict[str, float]:
+    return {"single_hop": 0.5, "bridge": 0.2, "comparison": 0.15, "compositional": 0.15}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic world (igsearch.data.world): size, seed, demonstrations and their imperfection."""
+
+    seed: int = 0
+    """Seed of every random choice; the same seed and config give the same files (world.json content_hash)."""
+    size: typing.Literal["tiny", "small", "medium"] = "small"
+    """tiny (~400 passages, tests), small (~5k passages), medium (~50k passages)."""
+    n_demos: int | None = None
+    """Oracle demonstrations to write; None takes the size's default."""
+    demo_weights: dict[str, float] = dataclasses.field(default_factory=_default_demo_weights)
+    """Share of demonstrations per question type (single_hop, bridge, comparison, compositional)."""
+    vague_share: float = 0.15
+    """Share of demonstrations whose first query is vague (then searched again when it misses)."""
+    redundant_share: float = 0.1
+    """Share of demonstrations with one redundant repeated search."""
+    wrong_answer_share: float = 0.1
+    """Share of demonstrations ending with a plausible wrong answer."""
+    topk: int = 3
+    """BM25 passages inserted per demonstration search (use the rollout's topk)."""
+    max_searches: int = 4
+    """Most searches in one demonstration (the rollout's max_turns)."""
+    vocab_size: int = 512
+    """Tokenizer vocabulary (bytes, merges and EOS/PAD; protocol tags come on top). Keep it small."""
+    tagset: str = "search-r1"
+    """Protocol tag set of the demonstrations."""
+
+    def __post_init__(self) -> None:
+        from igsearch.protocol import TAG_SETS
+
+        if self.n_demos is not None and self.n_demos < 1:
+            raise ConfigError(f"world.n_demos={self.n_demos}: must be >= 1 (or null for the size's default)")
+        valid = {"single_hop", "bridge", "comparison", "compositional"}
+        unknown = set(self.demo_weights) - valid
+        if unknown or any(w < 0 for w in self.demo_weights.values()) or not any(self.demo_weights.values()):
+            raise ConfigError(f"world.demo_weights={self.demo_weights}: non-negative weights over {sorted(valid)}, not all 0")
+        for name in ("vague_share", "redundant_share", "wrong_answer_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"world.{name}={getattr(self, name)}: must be in [0, 1]")
+        if self.topk < 1 or self.max_searches < 3:
+            raise ConfigError(f"world.topk={self.topk}, max_searches={self.max_searches}: need topk >= 1 and max_searches >= 3 (3-hop questions)")
+        if self.vocab_size < 300:
+            raise ConfigError(f"world.vocab_size={self.vocab_size}: must be >= 300 (256 bytes + merges)")
+        if self.tagset not in TAG_SETS:
+            raise ConfigError(f"world.tagset: unknown {self.tagset!r}; choose one of: {', '.join(sorted(TAG_SETS))}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SftConfig:
+    """Supervised warm start on oracle demonstrations (igsearch.train.sft)."""
+
+    preset: str = "nano"
+    """Tiny model preset (igsearch.train.models.PRESETS): nano (~1M parameters) or micro (~5M)."""
+    seed: int = 0
+    """Seed of the model's initialisation and of the data order."""
+    learning_rate: float = 3e-3
+    """Peak learning rate (AdamW)."""
+    lr_scheduler: typing.Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after the warmup."""
+    warmup_ratio: float = 0.05
+    """Share of the steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    batch_size: int = 32
+    """Demonstrations per optimizer step (per_device_train_batch_size x grad_accum)."""
+    grad_accum: int = 1
+    """Gradient accumulation steps; the micro-batch is batch_size / grad_accum."""
+    max_steps: int = 600
+    """Optimizer steps (the data repeats when it runs out)."""
+    max_length: int = 640
+    """Longest demonstration in tokens; longer ones are dropped (and counted)."""
+    max_demos: int | None = None
+    """Use at most this many demonstrations (the first ones); None uses all."""
+    save_steps: int = 100
+    """Checkpoint every this many steps (for --resume)."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk."""
+    logging_steps: int = 10
+    """Log loss and learning rate every this many steps (train_log.jsonl, TensorBoard)."""
+    num_threads: int = 2
+    """torch CPU threads."""
+    max_minutes: float | None = None
+    """Stop early (and save) after this many minutes of training; None never stops early."""
+
+    def __post_init__(self) -> None:
+        from igsearch.train.models import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ConfigError(f"sft.preset: unknown {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"sft.learning_rate={self.learning_rate} must be > 0 and sft.warmup_ratio={self.warmup_ratio} in [0, 1)")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            raise ConfigError(f"sft.batch_size={self.batch_size} must be a positive multiple of sft.grad_accum={self.grad_accum}")
+        for name in ("max_steps", "max_length", "save_steps", "save_total_limit", "logging_steps", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sft.{name}={getattr(self, name)}: must be >= 1")
+        if self.max_demos is not None and self.max_demos < 1:
+            raise ConfigError(f"sft.max_demos={self.max_demos}: must be >= 1 (or null for all)")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"sft.max_minutes={self.max_minutes}: must be > 0 (or null)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrieverConfig:
+    """Where rollouts get their documents: an index folder in process, or a /retrieve server."""
+
+    index: str | None = None
+    """Index folder built by `igsearch index` (in process)."""
+    url: str | None = None
+    """A Search-R1-compatible /retrieve URL (e.g. http://127.0.0.1:8000/retrieve)."""
+    timeout: float = 30.0
+    """HTTP timeout in seconds (url only)."""
+    retries: int = 3
+    """HTTP retries after the first attempt (url only)."""
+
+    def __post_init__(self) -> None:
+        if (self.index is None) == (self.url is None):
+            raise ConfigError("retriever: set exactly one of retriever.index (a folder) or retriever.url")
+        if self.timeout <= 0 or self.retries < 0:
+            raise ConfigError(f"retriever.timeout={self.timeout} must be > 0 and retriever.retries={self.retries} >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Training and dev questions."""
+
+    train: tuple[str, ...] = ()
+    """QA files to train on: FlashRAG .jsonl or Search-R1 .parquet."""
+    dev: str | None = None
+    """QA file for the dev EM curve during training (None: no dev evaluation)."""
+    max_train: int | None = None
+    """Use at most this many training questions (the first ones)."""
+    dev_limit: int = 200
+    """Dev questions evaluated at each evaluation."""
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise ConfigError("data.train: give at least one QA file (.jsonl or .parquet)")
+        if self.max_train is not None and self.max_train < 1:
+            raise ConfigError(f"data.max_train={self.max_train}: must be >= 1 (or null)")
+        if self.dev_limit < 1:
+            raise ConfigError(f"data.dev_limit={self.dev_limit}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgoConfig:
+    """Advantage estimator and information-gain settings (DESIGN.md section 2)."""
+
+    estimator: str = "ig_grpo"
+    """Registered estimator: grpo, ig_grpo or ig_grpo_empty (igsearch.algo.advantages)."""
+    alpha: float = 0.3
+    """Weight α of the information gain added to query tokens."""
+    n_counterfactuals: int = 3
+    """N: random document sets scored per search step."""
+    ig_norm: typing.Literal["none", "group", "batch"] = "none"
+    """IG normalisation before it is added: none, z-score over the group's steps, or the batch's."""
+    ig_clip: float | None = None
+    """Clip the (normalised) IG to [-ig_clip, ig_clip]; None: no clip."""
+    answer_prefix: str = "\n<answer>"
+    """Text between a context and the gold alias when scoring (the alias follows after a space)."""
+    first_tokens: int = 3
+    """The first answer tokens that get the larger weight."""
+    first_weight: float = 3.0
+    """Weight of those first answer tokens (the rest weigh 1)."""
+    max_score_context: int = 4096
+    """Scoring contexts are left-truncated to this many tokens."""
+
+    def __post_init__(self) -> None:
+        from igsearch.algo.advantages import ESTIMATORS
+
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"algo.estimator: unknown {self.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+        if self.alpha < 0:
+            raise ConfigError(f"algo.alpha={self.alpha}: must be >= 0 (0 turns IG off)")
+        if self.n_counterfactuals < 1:
+            raise ConfigError(f"algo.n_counterfactuals={self.n_counterfactuals}: must be >= 1")
+        if self.ig_clip is not None and self.ig_clip <= 0:
+            raise ConfigError(f"algo.ig_clip={self.ig_clip}: must be > 0 (or null for no clip)")
+        if self.first_tokens < 0 or self.first_weight <= 0 or self.max_score_context < 8:
+            raise ConfigError("algo: first_tokens >= 0, first_weight > 0 and max_score_context >= 8 are required")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The RL run: batch, optimiser, KL, checkpoints and logging (passed through to TRL)."""
+
+    output_dir: str = "runs/train"
+    """Folder for checkpoints, metrics.jsonl and TensorBoard logs."""
+    steps: int = 200
+    """Training steps (one batch of rollouts and one update each)."""
+    group_size: int = 5
+    """G: rollouts per question."""
+    batch_size: int = 40
+    """Rollouts per step over all processes (questions per step x group_size)."""
+    learning_rate: float = 1e-6
+    """AdamW learning rate."""
+    lr_scheduler: str = "constant"
+    """transformers learning-rate schedule name."""
+    warmup_ratio: float = 0.0
+    """Share of the steps spent warming the learning rate up."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    beta: float = 0.001
+    """KL coefficient to the reference policy (0 turns the reference model off)."""
+    loss_type: str = "grpo"
+    """TRL loss aggregation: grpo, dr_grpo, dapo, bnpo, ..."""
+    epsilon: float = 0.2
+    """PPO clip range."""
+    seed: int = 0
+    """Seed of the data order, the sampling and the counterfactual documents."""
+    save_steps: int = 50
+    """Checkpoint every this many steps (resume with --resume)."""
+    save_total_limit: int | None = 3
+    """Checkpoints kept on disk (None keeps all)."""
+    eval_steps: int = 0
+    """Evaluate dev EM every this many steps (0: only at the end, if data.dev is set)."""
+    logging_steps: int = 1
+    """Log metrics every this many steps."""
+    bf16: bool = False
+    """Train in bfloat16 (GPU)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory (large models)."""
+    use_vllm: bool = False
+    """Generate rollouts with TRL's vLLM integration (GPU, `igsearch[vllm]`)."""
+    vllm_mode: typing.Literal["colocate", "server"] = "colocate"
+    """TRL vLLM mode: colocate (same GPUs) or server (`trl vllm-serve`)."""
+    num_threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    report_to: tuple[str, ...] = ("tensorboard",)
+    """Trainer integrations to log to (tensorboard, wandb, ...); metrics.jsonl is always written."""
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError(f"train.group_size={self.group_size}: GRPO needs at least 2 rollouts per question")
+        if self.batch_size < 1 or self.batch_size % self.group_size:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size} is not divisible by train.group_size={self.group_size}; "
+                f"use a multiple such as {max(1, self.batch_size // self.group_size) * self.group_size}"
+            )
+        for name in ("steps", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        if self.eval_steps < 0 or self.learning_rate <= 0 or self.beta < 0:
+            raise ConfigError("train: eval_steps >= 0, learning_rate > 0 and beta >= 0 are required")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`igsearch train`: policy, data, retriever, rollout, algorithm and optimisation."""
+
+    model: str
+    """Policy to train: a Hugging Face folder (e.g. an `igsearch sft` output) or hub name."""
+    data: DataConfig
+    """Training and dev questions."""
+    retriever: RetrieverConfig
+    """Where documents come from."""
+    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+    """Multi-turn rollout settings (temperature 1 for training)."""
+    algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig)
+    """Advantage estimator and IG settings."""
+    train: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    """Optimisation, checkpoints and logging."""
+    trust_remote_code: bool = False
+    """Allow model code from the model folder or hub (off unless you trust its author)."""

@@ -1,0 +1,205 @@
+"""Oracle demonstrations for the supervised warm start, in the rollout loop's own format.
+
+A demonstration is what igsearch's rollout loop would produce for a perfect-ish policy: the bare
+prompt, then generated segments (`<think> … </think>\\n<search> query </search>`) alternating
+with inserted information blocks (`tags.wrap_info(render_docs(hits))`, hits = the real BM25
+top-k of that query over the world index), ending with `<think> … </think>\\n<answer> A </answer>`.
+Segments are stored separately with a `generated` flag so tokenisation is unambiguous: each is
+tokenised alone and only generated ones are trained (igsearch.train.sft_data).
+
+Controlled imperfection, so RL has room to improve and IG something to tell apart:
+- a vague first query (a surname alone, a generic description) whose documents usually miss the
+  fact, followed by "not found" and the precise query;
+- a redundant search repeating a hop that was already answered;
+- a wrong final answer, taken from an entity or year that the read documents mention.
+Think texts are kept to a few words: a policy trained from scratch gains nothing from long ones.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from igsearch.data.world.kb import KB
+from igsearch.data.world.passages import Passage
+from igsearch.data.world.questions import QUESTION_TYPES, Question
+from igsearch.protocol import TagSet, build_prompt, get_tagset, render_docs
+from igsearch.retrieval.base import Hit
+
+SearchFn = Callable[[list[str], int], list[list[Hit]]]
+_YEAR = re.compile(r"\b(1[0-9]{3}|20[0-2][0-9])\b")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Shares of imperfect demonstrations (each drawn independently per demonstration)."""
+
+    vague: float = 0.15
+    redundant: float = 0.1
+    wrong_answer: float = 0.1
+
+
+def sample_demo_questions(
+    questions: Sequence[Question], n: int, weights: dict[str, float], rng: random.Random
+) -> list[Question]:
+    """`n` training questions with the given share of each type; a type's questions repeat only
+    once all of them were used."""
+    by_type = {t: [q for q in questions if q.type == t] for t in QUESTION_TYPES}
+    total = sum(weights.get(t, 0.0) for t in QUESTION_TYPES if by_type[t])
+    out: list[Question] = []
+    for t in QUESTION_TYPES:
+        pool = by_type[t]
+        if not pool or not weights.get(t):
+            continue
+        rng.shuffle(pool)
+        k = round(n * weights[t] / total)
+        out.extend(pool[i % len(pool)] for i in range(k))
+    rng.shuffle(out)
+    return out
+
+
+def _swap(text: str, a: str, b: str) -> str:
+    """Exchange the words `a` and `b` in a comparison's final note."""
+    return " ".join(b if w == a else a if w == b else w for w in text.split(" "))
+
+
+class DemoWriter:
+    """Builds demonstrations for questions, batching every BM25 search."""
+
+    def __init__(self, kb: KB, passages: Sequence[Passage], search: SearchFn, *, topk: int = 3,
+                 tags: TagSet | str = "search-r1", noise: Noise = Noise(), seed: int = 0,
+                 max_searches: int = 4):  # fmt: skip
+        self.kb, self.search_fn, self.topk, self.tags, self.noise = (
+            kb,
+            search,
+            topk,
+            get_tagset(tags),
+            noise,
+        )
+        self.max_searches = max_searches
+        self.passages = {p.id: p for p in passages}
+        self.rng = random.Random(f"igsearch-world-demos-{seed}")
+        self.cache: dict[str, list[Hit]] = {}
+
+    def _prefetch(self, queries: list[str]) -> None:
+        todo = list(dict.fromkeys(q for q in queries if q not in self.cache))
+        for start in range(0, len(todo), 2048):
+            chunk = todo[start : start + 2048]
+            for q, hits in zip(chunk, self.search_fn(chunk, self.topk), strict=True):
+                self.cache[q] = hits
+
+    def build(self, questions: Sequence[Question]) -> tuple[list[dict], int]:
+        """Demonstrations for `questions` (in order) and the number dropped because even the
+        oracle's queries did not retrieve a supporting passage."""
+        plans = [self._plan(q) for q in questions]
+        self._prefetch(
+            [query for q, p in zip(questions, plans, strict=True) for query in self._queries(q, p)]
+        )
+        demos, dropped = [], 0
+        for q, plan in zip(questions, plans, strict=True):
+            demo = self._assemble(q, plan)
+            if demo is None:
+                dropped += 1
+                continue
+            demos.append({"id": f"demo-{len(demos):06d}", **demo})
+        return demos, dropped
+
+    def _plan(self, q: Question) -> dict:
+        r, n = self.rng, self.noise
+        vague, redundant, wrong = (
+            r.random() < n.vague,
+            r.random() < n.redundant,
+            r.random() < n.wrong_answer,
+        )
+        hop = r.randrange(len(q.hops))
+        if (
+            len(q.hops) + vague + redundant > self.max_searches
+        ):  # stay within the rollout's turn budget
+            redundant = False
+        if len(q.hops) + vague > self.max_searches:
+            vague = False
+        return {"vague": vague, "redundant": hop if redundant else None, "wrong": wrong}
+
+    def _queries(self, q: Question, plan: dict) -> list[str]:
+        out = [h.query for h in q.hops] + [h.alt_query for h in q.hops]
+        return out + ([q.hops[0].vague] if plan["vague"] else [])
+
+    def _found(self, hits: list[Hit], support: Sequence[str]) -> bool:
+        return any(h.id in support for h in hits)
+
+    def _turn(self, think: str, action: str, content: str) -> dict:
+        t = self.tags
+        return {
+            "text": f"{t.open(t.think)} {think} {t.close(t.think)}\n{t.open(action)} {content} {t.close(action)}",
+            "generated": True,
+        }
+
+    def _search(self, segments: list[dict], think: str, query: str) -> list[Hit]:
+        hits = self.cache[query]
+        segments.append(self._turn(think, self.tags.search, query))
+        segments.append({"text": self.tags.wrap_info(render_docs(hits)), "generated": False})
+        return hits
+
+    def _assemble(self, q: Question, plan: dict) -> dict | None:
+        segments: list[dict] = []
+        noise: list[str] = []
+        think, read = q.plan, []
+        for i, hop in enumerate(q.hops):
+            if i == 0 and plan["vague"]:
+                noise.append("vague")
+                if not self._found(self._search(segments, think, hop.vague), hop.support):
+                    think = "not found, search again"
+                    hits = self._search(segments, think, hop.query)
+                else:
+                    hits = self.cache[hop.vague]
+            else:
+                hits = self._search(segments, think, hop.query)
+            if not self._found(hits, hop.support):
+                if not self._found(self.cache[hop.alt_query], hop.support):
+                    return None
+                hits = self._search(segments, "not found, search again", hop.alt_query)
+            if plan["redundant"] == i:
+                noise.append("redundant")
+                self._search(segments, f"{hop.note}; check again", hop.alt_query)
+            read.append(hits)
+            think = hop.note
+        answer, final = q.answers[0], q.final_note
+        if plan["wrong"]:
+            wrong = self._wrong_answer(q, read[q.answer_hop])
+            if wrong is not None:
+                noise.append("wrong_answer")
+                final = _swap(final.replace(q.hops[q.answer_hop].value, wrong), "first", "second")
+                answer = wrong
+        segments.append(self._turn(final, self.tags.answer, answer))
+        prompt = build_prompt(q.question, self.tags, style="bare")
+        searches = sum(1 for s in segments if not s["generated"])
+        if searches > self.max_searches:
+            return None
+        return {"question_id": q.id, "type": q.type, "prompt": prompt, "segments": segments,
+                "answer": answer, "correct": answer in q.answers, "searches": searches, "noise": noise}  # fmt: skip
+
+    def _wrong_answer(self, q: Question, hits: list[Hit]) -> str | None:
+        """A plausible wrong answer: another entity of the answer's kind (or a year) that the
+        documents mention; training-split entities only, so no held-out name is ever a target."""
+        gold = q.answers[0]
+        if q.type == "comparison":  # the classic slip: the other entity's value
+            return q.hops[1 - q.answer_hop].value
+        if q.answer_kind == "year":
+            years = [y for h in hits for y in _YEAR.findall(h.text) if y != gold]
+            return (
+                self.rng.choice(years)
+                if years
+                else str(int(gold) + self.rng.choice((-2, -1, 1, 2)))
+            )
+        names = [
+            self.kb[e].name for h in hits for e in self.passages[h.id].mentions
+            if self.kb[e].kind == q.answer_kind and self.kb[e].split == "train" and self.kb[e].name != gold
+        ]  # fmt: skip
+        if not names:
+            pool = [
+                e.name for e in self.kb.of(q.answer_kind) if e.split == "train" and e.name != gold
+            ]
+            names = pool[:50]
+        return self.rng.choice(names) if names else None

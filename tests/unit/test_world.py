@@ -1,0 +1,219 @@
+"""The synthetic world: determinism, file schemas, answerability, held-out entities, BM25 recall of
+the oracle's queries, and the tokenizer (round trip, held-out names made of trained pieces)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from igsearch.config import ConfigError, WorldConfig
+from igsearch.data.corpus import iter_corpus
+from igsearch.data.qa import read_qa_jsonl
+from igsearch.data.world import (
+    QUESTION_TYPES,
+    SIZES,
+    build_world,
+    content_hash,
+    read_demos,
+    read_world,
+    unseen_name_token_share,
+)
+from igsearch.data.world.kb import build_kb
+from igsearch.data.world.passages import build_passages
+from igsearch.data.world.questions import build_questions
+from igsearch.protocol import TAG_SETS, get_tagset, parse_action
+from igsearch.retrieval.index import load_index
+from igsearch.rewards.outcome import normalize_answer
+from igsearch.train.models import load_tokenizer, save_tokenizer
+
+HOPS = {"single_hop": 1, "bridge": 2, "comparison": 2, "compositional": 3}
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    build_world(WorldConfig(seed=SEED, size="tiny"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(world) -> dict[str, str]:
+    return {d.id: d.contents for d in iter_corpus(world / "corpus.jsonl")}
+
+
+def test_same_seed_same_files_and_hash(world, tmp_path):
+    manifest = build_world(WorldConfig(seed=SEED, size="tiny"), tmp_path)
+    assert manifest["content_hash"] == read_world(world)["content_hash"] == content_hash(world)
+    for name in (
+        "corpus.jsonl",
+        "train.jsonl",
+        "test.jsonl",
+        "demos.jsonl",
+        "tokenizer/tokenizer.json",
+    ):
+        assert (tmp_path / name).read_bytes() == (world / name).read_bytes(), name
+
+
+def test_another_seed_gives_another_world():
+    names = [sorted(e.name for e in build_kb(s, SIZES["tiny"].counts).of("person")) for s in (0, 1)]
+    assert names[0] != names[1]
+
+
+def test_manifest_records_seed_sizes_counts_and_hash(world):
+    m = read_world(world)
+    assert (m["seed"], m["size"], m["prompt_style"], m["tagset"]) == (
+        SEED,
+        "tiny",
+        "bare",
+        "search-r1",
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", m["content_hash"])
+    assert 250 <= m["counts"]["passages"] <= 600  # "a few hundred"
+    for split in ("train", "dev", "test"):
+        counts = m["counts"]["questions"][split]
+        assert counts["total"] == sum(counts[t] for t in QUESTION_TYPES)
+        assert all(counts[t] > 0 for t in QUESTION_TYPES), (split, counts)
+    assert m["counts"]["demos"]["total"] == len(read_demos(world))
+
+
+def test_corpus_schema_and_passage_shape(corpus):
+    assert len(corpus) > 250
+    for doc_id, contents in corpus.items():
+        title, sep, text = contents.partition("\n")
+        assert sep and title and text, doc_id
+        assert 1 <= len(re.findall(r"[.!?](?:\s|$)", text)) <= 4, contents
+        assert len(text.split()) <= 45, contents  # short passages (DESIGN.md section 8)
+    titles = [c.split("\n")[0] for c in corpus.values()]
+    assert len(set(titles)) < len(titles)  # several passages per entity
+
+
+def test_qa_schema(world, corpus):
+    for split in ("train", "dev", "test"):
+        examples = read_qa_jsonl(world / f"{split}.jsonl")
+        assert len({ex.id for ex in examples}) == len(examples)
+        for ex in examples:
+            meta = ex.metadata
+            assert meta["type"] in QUESTION_TYPES and meta["hops"] == HOPS[meta["type"]]
+            assert meta["supporting_ids"] and set(meta["supporting_ids"]) <= set(corpus)
+            assert set(meta["answer_supporting_ids"]) <= set(meta["supporting_ids"])
+            assert ex.golden_answers and all(a.strip() for a in ex.golden_answers)
+
+
+def test_every_held_out_answer_appears_in_its_supporting_passages(world, corpus):
+    for split in ("dev", "test"):
+        for ex in read_qa_jsonl(world / f"{split}.jsonl"):
+            text = " ".join(corpus[p] for p in ex.metadata["answer_supporting_ids"])
+            assert any(a in text for a in ex.golden_answers), (ex.question, ex.golden_answers)
+
+
+def test_no_answer_is_in_its_question(world):
+    for split in ("train", "dev", "test"):
+        for ex in read_qa_jsonl(world / f"{split}.jsonl"):
+            question = f" {normalize_answer(ex.question)} "
+            assert not any(f" {normalize_answer(a)} " in question for a in ex.golden_answers), (
+                ex.question
+            )
+
+
+def test_held_out_subjects_never_occur_in_training(world):
+    train = read_qa_jsonl(world / "train.jsonl")
+    train_subjects = {s for ex in train for s in ex.metadata["subjects"]}
+    targets = "\n".join(
+        s["text"] for d in read_demos(world) for s in d["segments"] if s["generated"]
+    )
+    for split in ("dev", "test"):
+        for ex in read_qa_jsonl(world / f"{split}.jsonl"):
+            assert not set(ex.metadata["subjects"]) & train_subjects
+    kb = build_kb(SEED, SIZES["tiny"].counts)
+    held_out = [
+        kb[s].name for ex in read_qa_jsonl(world / "test.jsonl") for s in ex.metadata["subjects"]
+    ]
+    assert held_out and not [name for name in held_out if name in targets]
+
+
+def test_demonstrations_follow_the_protocol(world):
+    tags = get_tagset("search-r1")
+    train_ids = {ex.id for ex in read_qa_jsonl(world / "train.jsonl")}
+    demos = read_demos(world)
+    for d in demos:
+        segs = d["segments"]
+        assert (
+            d["question_id"] in train_ids
+            and d["prompt"].startswith("Question: ")
+            and d["prompt"].endswith("\n")
+        )
+        assert [s["generated"] for s in segs] == [i % 2 == 0 for i in range(len(segs))]
+        for gen in segs[:-1:2]:
+            assert gen["text"].startswith("<think>") and gen["text"].endswith("</search>")
+            assert type(parse_action(gen["text"])).__name__ == "Search"
+        for block in segs[1::2]:
+            assert block["text"].startswith("\n\n<information>Doc 1(Title: ")
+            assert block["text"] == tags.wrap_info(
+                block["text"][len("\n\n<information>") : -len("</information>\n\n")]
+            )
+        assert segs[-1]["text"].endswith(f"<answer> {d['answer']} </answer>")
+        assert 1 <= d["searches"] == len(segs) // 2 <= 4
+    noise = read_world(world)["counts"]["demos"]["noise"]
+    assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer"))
+    assert 0.75 < sum(d["correct"] for d in demos) / len(demos) < 0.97
+
+
+def test_bm25_retrieves_support_for_the_oracle_queries(world):
+    """recall@3 of the oracle's precise queries over held-out questions (floor 0.9)."""
+    counts = SIZES["tiny"].counts
+    kb = build_kb(SEED, counts)
+    passages = build_passages(kb, SEED)
+    hops = [h for q in build_questions(kb, passages, "test", 10, SEED) for h in q.hops]
+    retriever = load_index(world / "index")
+    results = retriever.search([h.query for h in hops], 3)
+    recall = sum(
+        bool({hit.id for hit in hits} & set(h.support))
+        for h, hits in zip(hops, results, strict=True)
+    ) / len(hops)
+    assert recall >= 0.9, recall
+    vague = retriever.search([h.vague for h in hops], 3)
+    vague_recall = sum(
+        bool({hit.id for hit in r} & set(h.support)) for h, r in zip(hops, vague, strict=True)
+    ) / len(hops)
+    assert vague_recall < recall  # vague queries retrieve distractors
+
+
+def test_tokenizer_round_trip_and_atomic_tags(world, tmp_path):
+    tok = load_tokenizer(world / "tokenizer")
+    demo = read_demos(world)[0]
+    text = demo["prompt"] + "".join(s["text"] for s in demo["segments"])
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    save_tokenizer(tok, tmp_path)
+    assert load_tokenizer(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids
+    assert len(tok) <= 512 + len({t for s in TAG_SETS.values() for t in s.all_tags})
+    for tag in get_tagset("search-r1").all_tags:
+        assert len(tok(tag, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_held_out_names_are_made_of_pieces_seen_in_training_targets(world):
+    """DESIGN.md section 8: with a small vocabulary, names split into pieces the policy has written."""
+    unseen = unseen_name_token_share(world, "test")
+    assert unseen <= 0.05, unseen  # tiny world, 400 demonstrations; the small world measures 0.0
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"vague_share": 1.5},
+        {"demo_weights": {"bridges": 1.0}},
+        {"vocab_size": 100},
+        {"max_searches": 2},
+    ],
+)
+def test_world_config_rejects_bad_values(override):
+    with pytest.raises(ConfigError):
+        WorldConfig(**override)
+
+
+def test_world_json_is_plain_json(world):
+    assert json.loads((world / "world.json").read_text())["format"] == "igsearch-world"
