@@ -146,3 +146,14 @@ def small_corpus(tmp_path: Path) -> tuple[Path, list[tuple[str, str]]]:
     """A 20-passage corpus jsonl ("Title\\ntext" contents) and its (question, answering doc id) pairs."""
     path = tmp_path / "corpus.jsonl"
     return path, write_small_corpus(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """The `tiny` synthetic world (seed 0), built once per test session. Treat it as read-only."""
+    from igsearch.config import WorldConfig, load_config
+    from igsearch.data.world import build_world
+
+    out = tmp_path_factory.mktemp("tiny-world")
+    build_world(load_config(WorldConfig, None, ["seed=0", "size=tiny"]), out)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -85,3 +86,63 @@ def evaluate_examples(
         bar.update(len(chunk))
     bar.close()
     return records
+
+
+def summarize(records_by_benchmark: dict[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """The results object: per benchmark metrics, and unweighted averages over benchmarks.
+
+    `average` is the unweighted mean over benchmarks (the paper's "average EM"); `single_hop` and
+    `multi_hop` average the benchmarks of each group. Question counts are summed, not averaged.
+    """
+    from igsearch.eval.benchmarks import hops_of
+
+    benches = {
+        name: {**aggregate(recs), "hops": hops_of(name)}
+        for name, recs in records_by_benchmark.items()
+    }
+
+    def mean_of(names: list[str]) -> dict[str, float]:
+        if not names:
+            return {}
+        out = {m: sum(benches[n][m] for n in names) / len(names) for m in METRICS}
+        out["n"] = sum(benches[n]["n"] for n in names)
+        out["benchmarks"] = len(names)
+        return out
+
+    return {
+        "benchmarks": benches,
+        "average": mean_of(list(benches)),
+        "single_hop": mean_of([n for n, b in benches.items() if b["hops"] == "single"]),
+        "multi_hop": mean_of([n for n, b in benches.items() if b["hops"] == "multi"]),
+    }
+
+
+def evaluate_sets(
+    sets: dict[str, Sequence[QAExample]],
+    generator: Any,
+    retriever: Retriever,
+    cfg: RolloutConfig,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Evaluate every named set; returns (results object without config, records per set)."""
+    records = {
+        name: evaluate_examples(
+            examples, generator, retriever, cfg, batch_size, progress, desc=name
+        )
+        for name, examples in sets.items()
+    }
+    return summarize(records), records
+
+
+def policy_rollout_config(model_dir: str | Path, **overrides: Any) -> RolloutConfig:
+    """Greedy rollout settings for a policy: its `igsearch.json` (prompt style, tag set, top-k) when
+    it has one, then the given overrides (None values are ignored)."""
+    import json
+    from pathlib import Path
+
+    info_path = Path(model_dir) / "igsearch.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    fields = {k: info[k] for k in ("prompt_style", "tagset", "topk") if k in info}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return RolloutConfig(**{**fields, "temperature": 0.0})

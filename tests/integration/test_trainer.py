@@ -225,3 +225,33 @@ def test_resume_reproduces_the_next_step(setup):
     a, b = step2("full"), step2("resumed")
     for key in ("loss", "em", "ig/all/mean", "kl", "grad_norm"):
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
+
+
+def test_ddp_one_step_with_two_cpu_processes(setup):
+    """`accelerate launch --cpu --num_processes 2` (gloo): each process rolls out and scores its shard."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(repo / "configs/accelerate/cpu-2proc.yaml"),
+        "--main_process_port",
+        "0",
+        str(repo / "tests/integration/ddp_step.py"),
+        str(setup["root"]),
+        "ddp",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [
+        json.loads(x) for x in (setup["root"] / "ddp" / "metrics.jsonl").read_text().splitlines()
+    ]
+    step = next(x for x in logs if "loss" in x)
+    assert step["all_fail_groups"] == 0.5 and step["searches"] == 1.0
+    assert (setup["root"] / "ddp" / "final" / "model.safetensors").exists()

@@ -1,0 +1,219 @@
+"""`igsearch demo`: the main job on the embedded synthetic default, end to end.
+
+world (+ BM25 index) -> SFT warm start (nano) -> GRPO and IG-Search from the same checkpoint, seed,
+data order and step count -> greedy evaluation of SFT, GRPO and IG-Search on the world's test split
+-> `report.md` with the results table and PNG plots. Every stage writes its output under the run
+folder and is skipped when that output is complete (`--fresh` starts over); an interrupted stage
+resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from igsearch.config import TrainConfig, WorldConfig, from_dict, load_config
+
+console = Console()
+METHODS = {"grpo": "GRPO", "ig_grpo": "IG-Search"}
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes and budgets of one demo flavour."""
+
+    world_size: str
+    """Synthetic world size."""
+    sft_overrides: tuple[str, ...]
+    """SftConfig overrides for the warm start."""
+    rl_steps: int
+    """RL steps per method."""
+    batch_size: int
+    """Rollouts per RL step."""
+    group_size: int
+    """Rollouts per question."""
+    eval_per_type: int
+    """Test questions evaluated per question type."""
+    dev_limit: int
+    """Dev questions of the EM-by-step curve."""
+    eval_steps: int
+    """Dev evaluation every this many RL steps."""
+    learning_rate: float = 2e-4
+    """RL learning rate (a 1M-parameter policy moves slowly at the paper's 1e-6)."""
+    rollout: dict[str, Any] = field(
+        default_factory=lambda: {
+            "prompt_style": "bare",
+            "max_turns": 4,
+            "max_new_tokens_per_turn": 48,
+            "max_response_tokens": 1024,
+            "max_context_tokens": 1536,
+        }
+    )
+    """RolloutConfig fields for training and evaluation."""
+
+
+PLANS = {
+    "full": DemoPlan(
+        "small",
+        (),
+        rl_steps=30,
+        batch_size=40,
+        group_size=5,
+        eval_per_type=50,
+        dev_limit=60,
+        eval_steps=10,
+    ),
+    "quick": DemoPlan(
+        "tiny",
+        ("max_steps=40", "batch_size=16", "save_steps=20"),
+        rl_steps=2,
+        batch_size=8,
+        group_size=4,
+        eval_per_type=4,
+        dev_limit=8,
+        eval_steps=1,
+    ),
+}
+
+
+def _stage(name: str, done: bool) -> bool:
+    if done:
+        console.print(f"[green]✓[/green] {name} [dim](already done, reused)[/dim]")
+    else:
+        console.rule(f"[bold]{name}")
+    return done
+
+
+def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
+    from igsearch.data.world import build_world
+
+    world = root / "world"
+    if not _stage("world + BM25 index + tokenizer", (world / "world.json").exists()):
+        cfg = load_config(WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}"])
+        with console.status("building the world…") as status:
+            build_world(cfg, world, progress=lambda s: status.update(f"building the world: {s}…"))
+    return world
+
+
+def sft_stage(root: Path, world: Path, plan: DemoPlan) -> Path:
+    from igsearch.config import SftConfig
+    from igsearch.train.sft import run_sft
+
+    out = root / "sft"
+    if not _stage("SFT warm start (nano)", (out / "igsearch.json").exists()):
+        cfg = load_config(SftConfig, None, list(plan.sft_overrides))
+        run_sft(world, out, cfg, resume=(out / "checkpoints").exists())
+    return out
+
+
+def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int) -> TrainConfig:
+    """The TrainConfig of one demo RL run (identical for both methods but the estimator)."""
+    return from_dict(
+        TrainConfig,
+        {
+            "model": str(root / "sft"),
+            "data": {
+                "train": [str(world / "train.jsonl")],
+                "dev": str(world / "dev.jsonl"),
+                "dev_limit": plan.dev_limit,
+            },
+            "retriever": {"index": str(world / "index")},
+            "rollout": {**plan.rollout, "temperature": 1.0},
+            "algo": {"estimator": estimator},
+            "train": {
+                "output_dir": str(root / f"{estimator}-s{seed}"),
+                "steps": plan.rl_steps,
+                "group_size": plan.group_size,
+                "batch_size": plan.batch_size,
+                "learning_rate": plan.learning_rate,
+                "seed": seed,
+                "save_steps": max(plan.rl_steps // 3, 1),
+                "eval_steps": plan.eval_steps,
+                "report_to": [],
+                "num_threads": 2,
+            },
+        },
+    )
+
+
+def rl_stage(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int) -> Path:
+    from igsearch.train.rl import run_training
+
+    cfg = rl_config(root, world, plan, estimator, seed)
+    out = Path(cfg.train.output_dir)
+    if not _stage(
+        f"RL: {METHODS[estimator]} (seed {seed}, {plan.rl_steps} steps)",
+        (out / "final" / "igsearch.json").exists(),
+    ):
+        started = any(out.glob("checkpoint-*"))
+        if not started:
+            shutil.rmtree(
+                out, ignore_errors=True
+            )  # a run that died before its first checkpoint starts over
+        run_training(cfg, resume=started)
+    return out / "final"
+
+
+def eval_stage(root: Path, world: Path, plan: DemoPlan, name: str, model: Path) -> dict[str, Any]:
+    from igsearch.eval.benchmarks import resolve_sets
+    from igsearch.eval.evaluate import evaluate_sets, policy_rollout_config
+    from igsearch.eval.report import write_results
+    from igsearch.retrieval.index import load_index
+    from igsearch.rollout.backends import HFGenerator
+    from igsearch.train.models import load_policy
+
+    out = root / "eval" / name
+    if not _stage(f"evaluate {name} on the test split", (out / "results.json").exists()):
+        sets = resolve_sets(world=world, limit=plan.eval_per_type)
+        cfg = policy_rollout_config(
+            model, **{k: v for k, v in plan.rollout.items() if k != "prompt_style"}
+        )
+        policy, tok = load_policy(model, device="cpu")
+        results, records = evaluate_sets(
+            sets, HFGenerator(policy, tok), load_index(world / "index"), cfg
+        )
+        results["config"] = {"model": str(model)}
+        write_results(out, results, records, title=name)
+    return json.loads((out / "results.json").read_text())
+
+
+def run_demo(
+    root: str | Path = "runs/demo",
+    quick: bool = False,
+    fresh: bool = False,
+    seeds: int = 1,
+    seed: int = 0,
+) -> Path:
+    """Run (or resume) every stage; returns the report's path."""
+    from igsearch.eval.demo_report import write_report
+
+    plan = PLANS["quick" if quick else "full"]
+    root = Path(root)
+    if fresh:
+        shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    world = build_world_stage(root, plan, seed)
+    sft = sft_stage(root, world, plan)
+    results: dict[str, list[dict[str, Any]]] = {"SFT": [eval_stage(root, world, plan, "SFT", sft)]}
+    runs: dict[str, list[Path]] = {}
+    for s in range(seed, seed + seeds):
+        for est, label in METHODS.items():
+            final = rl_stage(root, world, plan, est, s)
+            runs.setdefault(label, []).append(final.parent)
+            results.setdefault(label, []).append(
+                eval_stage(root, world, plan, f"{label}-s{s}", final)
+            )
+    minutes = (time.time() - t0) / 60
+    report, table = write_report(
+        root, results, runs, plan_name="quick" if quick else "full", minutes=minutes
+    )
+    console.print(table, highlight=False)
+    console.print(f"[bold green]report:[/bold green] {report}  ({minutes:.1f} min)")
+    return report
