@@ -20,16 +20,16 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -216,33 +216,9 @@ def machine_info() -> dict[str, object]:
     import sentence_transformers
     import torch
 
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
-    return {
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu_model": cpu,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-        "versions": {
-            "bm25s": bm25s.__version__,
-            "numba": numba.__version__,
-            "faiss": faiss.__version__,
-            "torch": torch.__version__,
-            "sentence_transformers": sentence_transformers.__version__,
-        },
-    }
+    versions = {"bm25s": bm25s.__version__, "numba": numba.__version__, "faiss": faiss.__version__,
+                "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}
+    return _machine.machine_info(versions=versions)
 
 
 def bench_bm25(

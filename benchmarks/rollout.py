@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -176,24 +175,9 @@ def machine_info() -> dict[str, Any]:
     """nproc, CPU model, date, load and versions, for the results' header."""
     import transformers
 
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu
-        )
-    return {
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu_model": cpu,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
+    return _machine.machine_info(
+        torch_threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__
+    )
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
