@@ -216,8 +216,13 @@ def machine_info() -> dict[str, object]:
     import sentence_transformers
     import torch
 
-    versions = {"bm25s": bm25s.__version__, "numba": numba.__version__, "faiss": faiss.__version__,
-                "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}
+    versions = {
+        "bm25s": bm25s.__version__,
+        "numba": numba.__version__,
+        "faiss": faiss.__version__,
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+    }
     return _machine.machine_info(versions=versions)
 
 

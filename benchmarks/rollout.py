@@ -176,7 +176,9 @@ def machine_info() -> dict[str, Any]:
     import transformers
 
     return _machine.machine_info(
-        torch_threads=torch.get_num_threads(), torch=torch.__version__, transformers=transformers.__version__
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
     )
 
 

@@ -86,7 +86,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}" + _suggest(unknown[0], list(fields)))
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}" + _suggest(unknown[0], list(fields))
+        )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -181,14 +183,27 @@ class RolloutConfig:
         from igsearch.protocol import TAG_SETS
 
         if self.tagset not in TAG_SETS:
-            raise ConfigError(f"rollout.tagset: unknown {self.tagset!r}; choose one of: {', '.join(sorted(TAG_SETS))}")
+            raise ConfigError(
+                f"rollout.tagset: unknown {self.tagset!r}; choose one of: {', '.join(sorted(TAG_SETS))}"
+            )
         if self.prompt_style not in ("plain", "chat", "bare"):
-            raise ConfigError(f"rollout.prompt_style: {self.prompt_style!r}; choose 'plain', 'chat' or 'bare'")
+            raise ConfigError(
+                f"rollout.prompt_style: {self.prompt_style!r}; choose 'plain', 'chat' or 'bare'"
+            )
         if self.topk < 1:
-            raise ConfigError(f"rollout.topk={self.topk}: must be >= 1 (use NullRetriever for a no-retrieval baseline)")
+            raise ConfigError(
+                f"rollout.topk={self.topk}: must be >= 1 (use NullRetriever for a no-retrieval baseline)"
+            )
         if self.max_turns < 0:
-            raise ConfigError(f"rollout.max_turns={self.max_turns}: must be >= 0 (0 = answer without searching)")
-        for name in ("max_new_tokens_per_turn", "max_response_tokens", "max_obs_tokens", "max_context_tokens"):
+            raise ConfigError(
+                f"rollout.max_turns={self.max_turns}: must be >= 0 (0 = answer without searching)"
+            )
+        for name in (
+            "max_new_tokens_per_turn",
+            "max_response_tokens",
+            "max_obs_tokens",
+            "max_context_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rollout.{name}={getattr(self, name)}: must be >= 1")
         if self.max_response_tokens >= self.max_context_tokens:
@@ -237,20 +252,34 @@ class WorldConfig:
         from igsearch.protocol import TAG_SETS
 
         if self.n_demos is not None and self.n_demos < 1:
-            raise ConfigError(f"world.n_demos={self.n_demos}: must be >= 1 (or null for the size's default)")
+            raise ConfigError(
+                f"world.n_demos={self.n_demos}: must be >= 1 (or null for the size's default)"
+            )
         valid = {"single_hop", "bridge", "comparison", "compositional"}
         unknown = set(self.demo_weights) - valid
-        if unknown or any(w < 0 for w in self.demo_weights.values()) or not any(self.demo_weights.values()):
-            raise ConfigError(f"world.demo_weights={self.demo_weights}: non-negative weights over {sorted(valid)}, not all 0")
+        if (
+            unknown
+            or any(w < 0 for w in self.demo_weights.values())
+            or not any(self.demo_weights.values())
+        ):
+            raise ConfigError(
+                f"world.demo_weights={self.demo_weights}: non-negative weights over {sorted(valid)}, not all 0"
+            )
         for name in ("vague_share", "redundant_share", "wrong_answer_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"world.{name}={getattr(self, name)}: must be in [0, 1]")
         if self.topk < 1 or self.max_searches < 3:
-            raise ConfigError(f"world.topk={self.topk}, max_searches={self.max_searches}: need topk >= 1 and max_searches >= 3 (3-hop questions)")
+            raise ConfigError(
+                f"world.topk={self.topk}, max_searches={self.max_searches}: need topk >= 1 and max_searches >= 3 (3-hop questions)"
+            )
         if self.vocab_size < 300:
-            raise ConfigError(f"world.vocab_size={self.vocab_size}: must be >= 300 (256 bytes + merges)")
+            raise ConfigError(
+                f"world.vocab_size={self.vocab_size}: must be >= 300 (256 bytes + merges)"
+            )
         if self.tagset not in TAG_SETS:
-            raise ConfigError(f"world.tagset: unknown {self.tagset!r}; choose one of: {', '.join(sorted(TAG_SETS))}")
+            raise ConfigError(
+                f"world.tagset: unknown {self.tagset!r}; choose one of: {', '.join(sorted(TAG_SETS))}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,12 +323,25 @@ class SftConfig:
         from igsearch.train.models import PRESETS
 
         if self.preset not in PRESETS:
-            raise ConfigError(f"sft.preset: unknown {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+            raise ConfigError(
+                f"sft.preset: unknown {self.preset!r}; choose one of: {', '.join(PRESETS)}"
+            )
         if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"sft.learning_rate={self.learning_rate} must be > 0 and sft.warmup_ratio={self.warmup_ratio} in [0, 1)")
+            raise ConfigError(
+                f"sft.learning_rate={self.learning_rate} must be > 0 and sft.warmup_ratio={self.warmup_ratio} in [0, 1)"
+            )
         if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
-            raise ConfigError(f"sft.batch_size={self.batch_size} must be a positive multiple of sft.grad_accum={self.grad_accum}")
-        for name in ("max_steps", "max_length", "save_steps", "save_total_limit", "logging_steps", "num_threads"):
+            raise ConfigError(
+                f"sft.batch_size={self.batch_size} must be a positive multiple of sft.grad_accum={self.grad_accum}"
+            )
+        for name in (
+            "max_steps",
+            "max_length",
+            "save_steps",
+            "save_total_limit",
+            "logging_steps",
+            "num_threads",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"sft.{name}={getattr(self, name)}: must be >= 1")
         if self.max_demos is not None and self.max_demos < 1:
@@ -323,9 +365,13 @@ class RetrieverConfig:
 
     def __post_init__(self) -> None:
         if (self.index is None) == (self.url is None):
-            raise ConfigError("retriever: set exactly one of retriever.index (a folder) or retriever.url")
+            raise ConfigError(
+                "retriever: set exactly one of retriever.index (a folder) or retriever.url"
+            )
         if self.timeout <= 0 or self.retries < 0:
-            raise ConfigError(f"retriever.timeout={self.timeout} must be > 0 and retriever.retries={self.retries} >= 0")
+            raise ConfigError(
+                f"retriever.timeout={self.timeout} must be > 0 and retriever.retries={self.retries} >= 0"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,7 +423,9 @@ class AlgoConfig:
         from igsearch.algo.advantages import ESTIMATORS
 
         if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"algo.estimator: unknown {self.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+            raise ConfigError(
+                f"algo.estimator: unknown {self.estimator!r}; choose one of: {', '.join(ESTIMATORS)}"
+            )
         if self.alpha < 0:
             raise ConfigError(f"algo.alpha={self.alpha}: must be >= 0 (0 turns IG off)")
         if self.n_counterfactuals < 1:
@@ -385,7 +433,9 @@ class AlgoConfig:
         if self.ig_clip is not None and self.ig_clip <= 0:
             raise ConfigError(f"algo.ig_clip={self.ig_clip}: must be > 0 (or null for no clip)")
         if self.first_tokens < 0 or self.first_weight <= 0 or self.max_score_context < 8:
-            raise ConfigError("algo: first_tokens >= 0, first_weight > 0 and max_score_context >= 8 are required")
+            raise ConfigError(
+                "algo: first_tokens >= 0, first_weight > 0 and max_score_context >= 8 are required"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,7 +489,9 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
-            raise ConfigError(f"train.group_size={self.group_size}: GRPO needs at least 2 rollouts per question")
+            raise ConfigError(
+                f"train.group_size={self.group_size}: GRPO needs at least 2 rollouts per question"
+            )
         if self.batch_size < 1 or self.batch_size % self.group_size:
             raise ConfigError(
                 f"train.batch_size={self.batch_size} is not divisible by train.group_size={self.group_size}; "
@@ -449,7 +501,9 @@ class OptimConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
         if self.eval_steps < 0 or self.learning_rate <= 0 or self.beta < 0:
-            raise ConfigError("train: eval_steps >= 0, learning_rate > 0 and beta >= 0 are required")
+            raise ConfigError(
+                "train: eval_steps >= 0, learning_rate > 0 and beta >= 0 are required"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,9 @@ class TagSet:
     @property
     def all_tags(self) -> tuple[str, ...]:
         """Every opening and closing tag, e.g. for a tokenizer's special tokens."""
-        names = [self.think, self.search, self.info, self.answer] + ([self.refine] if self.refine else [])
+        names = [self.think, self.search, self.info, self.answer] + (
+            [self.refine] if self.refine else []
+        )
         return tuple(t for n in names for t in (self.open(n), self.close(n)))
 
     def wrap_info(self, docs_text: str) -> str:
@@ -83,7 +85,9 @@ def get_tagset(name: str | TagSet) -> TagSet:
     if isinstance(name, TagSet):
         return name
     if name not in TAG_SETS:
-        raise IGSearchError(f"unknown tag set {name!r}; choose one of: {', '.join(sorted(TAG_SETS))}")
+        raise IGSearchError(
+            f"unknown tag set {name!r}; choose one of: {', '.join(sorted(TAG_SETS))}"
+        )
     return TAG_SETS[name]
 
 
@@ -107,7 +111,9 @@ def instructions(tags: TagSet) -> str:
     )
 
 
-def build_prompt(question: str, tags: TagSet | str = "search-r1", style: str = "plain", tokenizer: Any = None) -> str:
+def build_prompt(
+    question: str, tags: TagSet | str = "search-r1", style: str = "plain", tokenizer: Any = None
+) -> str:
     """The prompt text for a question.
 
     `style="plain"` is for base models (instructions, then "Question: ...", then a new line);
@@ -124,7 +130,9 @@ def build_prompt(question: str, tags: TagSet | str = "search-r1", style: str = "
         return user
     if style == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise IGSearchError("prompt style 'chat' needs a tokenizer with a chat template; use 'plain'")
+            raise IGSearchError(
+                "prompt style 'chat' needs a tokenizer with a chat template; use 'plain'"
+            )
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
         )

@@ -36,9 +36,13 @@ def parse_corpus_line(line: bytes | str, path: Path | str, lineno: int) -> Doc:
         raise FormatError(path, lineno, f'missing "contents"{hint}')
     doc_id, contents = obj["id"], obj["contents"]
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-        raise FormatError(path, lineno, f'"id" must be a string or integer, got {type(doc_id).__name__}')
+        raise FormatError(
+            path, lineno, f'"id" must be a string or integer, got {type(doc_id).__name__}'
+        )
     if not isinstance(contents, str):
-        raise FormatError(path, lineno, f'"contents" must be a string, got {type(contents).__name__}')
+        raise FormatError(
+            path, lineno, f'"contents" must be a string, got {type(contents).__name__}'
+        )
     return Doc(id=str(doc_id), contents=contents)
 
 
@@ -89,7 +93,11 @@ class CorpusStore(Sequence[Doc]):
         self.path = Path(path)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self._file = self.path.open("rb")
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else None
+        self._map = (
+            mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            if self.path.stat().st_size
+            else None
+        )
 
     @classmethod
     def build(cls, path: str | Path) -> CorpusStore:

@@ -25,7 +25,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise FormatError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+                raise FormatError(
+                    path, lineno, f"invalid JSON ({e.msg} at column {e.colno})"
+                ) from None
             if not isinstance(obj, dict):
                 raise FormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
@@ -45,7 +47,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path | str, lineno: int) -> Any:
+def require(
+    obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path | str, lineno: int
+) -> Any:
     """Return obj[key], or raise `FormatError` saying the field is missing or of the wrong type."""
     if key not in obj:
         raise FormatError(path, lineno, f'missing "{key}"')

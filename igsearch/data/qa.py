@@ -39,7 +39,9 @@ class QAExample:
         }
 
 
-def _example_from_obj(obj: dict[str, Any], path: Path | str, lineno: int, fallback_id: str) -> QAExample:
+def _example_from_obj(
+    obj: dict[str, Any], path: Path | str, lineno: int, fallback_id: str
+) -> QAExample:
     question = require(obj, "question", str, path, lineno)
     if not question.strip():
         raise FormatError(path, lineno, '"question" is empty')
@@ -50,7 +52,9 @@ def _example_from_obj(obj: dict[str, Any], path: Path | str, lineno: int, fallba
         raise FormatError(path, lineno, '"golden_answers" must be a non-empty list of strings')
     metadata = obj.get("metadata") or {}
     if not isinstance(metadata, dict):
-        raise FormatError(path, lineno, f'"metadata" must be an object, got {type(metadata).__name__}')
+        raise FormatError(
+            path, lineno, f'"metadata" must be an object, got {type(metadata).__name__}'
+        )
     qid = obj.get("id", fallback_id)
     return QAExample(str(qid), question, tuple(answers), metadata)
 
@@ -59,7 +63,8 @@ def read_qa_jsonl(path: str | Path) -> list[QAExample]:
     """Read a FlashRAG QA jsonl file. A missing `id` becomes "<file stem>-<line>"."""
     path = Path(path)
     return [
-        _example_from_obj(obj, path, lineno, f"{path.stem}-{lineno}") for lineno, obj in iter_jsonl(path)
+        _example_from_obj(obj, path, lineno, f"{path.stem}-{lineno}")
+        for lineno, obj in iter_jsonl(path)
     ]
 
 
@@ -105,11 +110,15 @@ def iter_search_r1_parquet(path: str | Path) -> Iterator[QAExample]:
 def _example_from_parquet_row(row: dict[str, Any], path: Path, rowno: int) -> QAExample:
     reward_model = row.get("reward_model")
     if not isinstance(reward_model, dict):
-        raise FormatError(path, rowno, 'missing "reward_model" (expected reward_model.ground_truth.target)')
+        raise FormatError(
+            path, rowno, 'missing "reward_model" (expected reward_model.ground_truth.target)'
+        )
     ground_truth = reward_model.get("ground_truth")
     target = _as_list(ground_truth.get("target")) if isinstance(ground_truth, dict) else None
     if not target:
-        raise FormatError(path, rowno, 'missing "reward_model.ground_truth.target" (a list of answers)')
+        raise FormatError(
+            path, rowno, 'missing "reward_model.ground_truth.target" (a list of answers)'
+        )
     extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
     question = row.get("question") or extra.get("question")
     if not isinstance(question, str) or not question.strip():
@@ -117,10 +126,22 @@ def _example_from_parquet_row(row: dict[str, Any], path: Path, rowno: int) -> QA
             raise FormatError(path, rowno, 'missing "prompt"')
         question = _question_from_prompt(row["prompt"])
     if not question:
-        raise FormatError(path, rowno, 'cannot find the question: no "question" column and no "Question:" in "prompt"')
+        raise FormatError(
+            path,
+            rowno,
+            'cannot find the question: no "question" column and no "Question:" in "prompt"',
+        )
     qid = row.get("id") or extra.get("index")
-    metadata = {"data_source": row.get("data_source"), **({"split": extra["split"]} if "split" in extra else {})}
-    return QAExample(str(qid if qid is not None else f"{path.stem}-{rowno}"), question.strip(), tuple(target), metadata)
+    metadata = {
+        "data_source": row.get("data_source"),
+        **({"split": extra["split"]} if "split" in extra else {}),
+    }
+    return QAExample(
+        str(qid if qid is not None else f"{path.stem}-{rowno}"),
+        question.strip(),
+        tuple(target),
+        metadata,
+    )
 
 
 def read_qa(path: str | Path) -> list[QAExample]:
@@ -130,4 +151,6 @@ def read_qa(path: str | Path) -> list[QAExample]:
         return list(iter_search_r1_parquet(path))
     if path.suffix in {".jsonl", ".json"}:
         return read_qa_jsonl(path)
-    raise FormatError(path, None, "unknown QA file type: use .jsonl (FlashRAG) or .parquet (Search-R1)")
+    raise FormatError(
+        path, None, "unknown QA file type: use .jsonl (FlashRAG) or .parquet (Search-R1)"
+    )

@@ -33,7 +33,9 @@ class IndexKind(Protocol):
         """Index `docs` (streamed once) into `out_dir`; return extra manifest fields."""
         ...
 
-    def load(self, index_dir: Path, manifest: dict[str, Any], store: CorpusStore, **options: Any) -> Retriever:
+    def load(
+        self, index_dir: Path, manifest: dict[str, Any], store: CorpusStore, **options: Any
+    ) -> Retriever:
         """Load a built index as a `Retriever` over `store`."""
         ...
 
@@ -55,7 +57,9 @@ def get_kind(name: str) -> IndexKind:
     """The registered index kind `name`; unknown names fail listing the valid ones."""
     _import_builtin_kinds()
     if name not in INDEX_KINDS:
-        raise IGSearchError(f"unknown index kind {name!r}; choose one of: {', '.join(sorted(INDEX_KINDS))}")
+        raise IGSearchError(
+            f"unknown index kind {name!r}; choose one of: {', '.join(sorted(INDEX_KINDS))}"
+        )
     return INDEX_KINDS[name]()
 
 
@@ -64,7 +68,9 @@ def _import_builtin_kinds() -> None:
 
     try:
         import igsearch.retrieval.dense  # noqa: F401
-    except ImportError:  # the `dense` extra is optional; get_kind("dense") then says how to install it
+    except (
+        ImportError
+    ):  # the `dense` extra is optional; get_kind("dense") then says how to install it
         INDEX_KINDS.setdefault("dense", _missing_dense)
 
 
@@ -93,7 +99,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_index(corpus: str | Path, kind: str, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+def build_index(
+    corpus: str | Path, kind: str, out_dir: str | Path, **options: Any
+) -> dict[str, Any]:
     """Build an index of `kind` over a corpus jsonl into `out_dir`; returns the manifest."""
     corpus, out_dir = Path(corpus).resolve(), Path(out_dir)
     builder = get_kind(kind)
@@ -110,7 +118,11 @@ def build_index(corpus: str | Path, kind: str, out_dir: str | Path, **options: A
         "version": FORMAT_VERSION,
         "kind": kind,
         "doc_count": len(tap.offsets),
-        "corpus": {"path": str(corpus), "sha256": _sha256(corpus), "fingerprint": file_fingerprint(corpus)},
+        "corpus": {
+            "path": str(corpus),
+            "sha256": _sha256(corpus),
+            "fingerprint": file_fingerprint(corpus),
+        },
         "igsearch_version": __version__,
         "build_seconds": round(time.time() - started, 3),
         **extra,
@@ -140,7 +152,11 @@ def read_manifest(index_dir: str | Path) -> dict[str, Any]:
 
 
 def load_index(
-    index_dir: str | Path, *, kind: str | None = None, corpus: str | Path | None = None, **options: Any
+    index_dir: str | Path,
+    *,
+    kind: str | None = None,
+    corpus: str | Path | None = None,
+    **options: Any,
 ) -> Retriever:
     """Load an index folder as a `Retriever`, checking its manifest.
 
@@ -164,6 +180,8 @@ def load_index(
         )
     offsets = np.load(index_dir / "offsets.npy")
     if len(offsets) != manifest["doc_count"]:
-        raise IndexMismatchError(f"{index_dir}: offsets.npy has {len(offsets)} rows, manifest says {manifest['doc_count']}")
+        raise IndexMismatchError(
+            f"{index_dir}: offsets.npy has {len(offsets)} rows, manifest says {manifest['doc_count']}"
+        )
     store = CorpusStore(corpus_path, offsets)
     return get_kind(manifest["kind"]).load(index_dir, manifest, store, **options)

@@ -34,8 +34,12 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "nano": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
-    "micro": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, intermediate_size=768),
+    "nano": dict(
+        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512
+    ),
+    "micro": dict(
+        hidden_size=256, num_hidden_layers=6, num_attention_heads=8, intermediate_size=768
+    ),
 }
 """Llama shapes of the tiny policies: nano ~1.1M parameters, micro ~5.2M (vocabulary 512)."""
 
@@ -49,7 +53,10 @@ def protocol_tags(tags: TagSet | str | None = None) -> list[str]:
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = 512, tags: TagSet | str | None = None, min_frequency: int = 2
+    texts: Iterable[str],
+    vocab_size: int = 512,
+    tags: TagSet | str | None = None,
+    min_frequency: int = 2,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `texts`, with protocol tags as atomic added tokens.
 
@@ -138,6 +145,8 @@ def load_policy(
     path = Path(name_or_path)
     if not path.exists() and (path.is_absolute() or str(name_or_path).startswith(".")):
         raise IGSearchError(f"{path}: no such model folder")
-    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype
+    )
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     return model.to(device).eval(), tokenizer

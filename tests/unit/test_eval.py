@@ -11,13 +11,25 @@ from igsearch.eval.report import results_table
 
 
 def rec(em, f1, acc, searches=1, turns=2, wf=1.0, lat=0.5):
-    return {"em": em, "f1": f1, "acc": acc, "searches": searches, "turns": turns, "well_formed": wf, "latency_s": lat}
+    return {
+        "em": em,
+        "f1": f1,
+        "acc": acc,
+        "searches": searches,
+        "turns": turns,
+        "well_formed": wf,
+        "latency_s": lat,
+    }
 
 
 def test_registry_matches_the_paper():
     assert [(b.name, b.split, b.hops) for b in PAPER_BENCHMARKS.values()] == [
-        ("nq", "test", "single"), ("triviaqa", "test", "single"), ("popqa", "test", "single"),
-        ("hotpotqa", "dev", "multi"), ("2wikimultihopqa", "dev", "multi"), ("musique", "dev", "multi"),
+        ("nq", "test", "single"),
+        ("triviaqa", "test", "single"),
+        ("popqa", "test", "single"),
+        ("hotpotqa", "dev", "multi"),
+        ("2wikimultihopqa", "dev", "multi"),
+        ("musique", "dev", "multi"),
         ("bamboogle", "test", "multi"),
     ]
     assert [b.name for b in select("nq, hotpotqa")] == ["nq", "hotpotqa"]
@@ -32,7 +44,11 @@ def test_flashrag_layout_and_missing_files_listed(tmp_path):
     with pytest.raises(IGSearchError) as e:
         resolve_files(select("nq,hotpotqa,musique"), tmp_path)
     msg = str(e.value)
-    assert "hotpotqa: " + str(tmp_path / "hotpotqa" / "dev.jsonl") in msg and "musique" in msg and "nq:" not in msg
+    assert (
+        "hotpotqa: " + str(tmp_path / "hotpotqa" / "dev.jsonl") in msg
+        and "musique" in msg
+        and "nq:" not in msg
+    )
 
 
 def test_resolve_sets_checks_every_source_before_loading(tmp_path):
@@ -45,7 +61,11 @@ def test_resolve_sets_checks_every_source_before_loading(tmp_path):
     with pytest.raises(IGSearchError, match="nothing to evaluate"):
         resolve_sets()
     f = tmp_path / "x.jsonl"
-    f.write_text("".join(json.dumps({"question": f"q{i}?", "golden_answers": ["a"]}) + "\n" for i in range(5)))
+    f.write_text(
+        "".join(
+            json.dumps({"question": f"q{i}?", "golden_answers": ["a"]}) + "\n" for i in range(5)
+        )
+    )
     assert [len(v) for v in resolve_sets(data=[f"mine={f}"], limit=3).values()] == [3]
 
 
@@ -53,15 +73,24 @@ def test_aggregation_hand_computed():
     a = aggregate([rec(1, 1, 1, searches=2), rec(0, 0.5, 1, searches=0), rec(0, 0, 0, searches=1)])
     assert a["n"] == 3 and a["em"] == pytest.approx(1 / 3) and a["f1"] == pytest.approx(0.5)
     assert a["acc"] == pytest.approx(2 / 3) and a["searches"] == pytest.approx(1.0)
-    res = summarize({
-        "nq": [rec(1, 1, 1), rec(0, 0, 0)],             # em 0.5
-        "popqa": [rec(1, 1, 1)],                        # em 1.0
-        "hotpotqa": [rec(0, 0.4, 0)] * 4,               # em 0.0, f1 0.4
-    })
+    res = summarize(
+        {
+            "nq": [rec(1, 1, 1), rec(0, 0, 0)],  # em 0.5
+            "popqa": [rec(1, 1, 1)],  # em 1.0
+            "hotpotqa": [rec(0, 0.4, 0)] * 4,  # em 0.0, f1 0.4
+        }
+    )
     assert res["benchmarks"]["nq"]["em"] == 0.5 and res["benchmarks"]["hotpotqa"]["hops"] == "multi"
-    assert res["average"]["em"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # unweighted over benchmarks
+    assert res["average"]["em"] == pytest.approx(
+        (0.5 + 1.0 + 0.0) / 3
+    )  # unweighted over benchmarks
     assert res["average"]["n"] == 7 and res["average"]["benchmarks"] == 3
-    assert res["single_hop"]["em"] == pytest.approx(0.75) and res["multi_hop"]["f1"] == pytest.approx(0.4)
+    assert res["single_hop"]["em"] == pytest.approx(0.75) and res["multi_hop"][
+        "f1"
+    ] == pytest.approx(0.4)
     table = results_table({"m": res})
-    assert table.splitlines()[0] == "| method | nq | popqa | hotpotqa | single-hop avg | multi-hop avg | average |"
+    assert (
+        table.splitlines()[0]
+        == "| method | nq | popqa | hotpotqa | single-hop avg | multi-hop avg | average |"
+    )
     assert "| m | 0.500 | 1.000 | 0.000 | 0.750 | 0.000 | 0.500 |" in table

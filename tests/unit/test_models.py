@@ -21,7 +21,10 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    corpus = ["Zorvan Kellit was born in Ardmoor in 1931.", "Ardmoor is a city in Velland. Café ünïcode 日本"] * 50
+    corpus = [
+        "Zorvan Kellit was born in Ardmoor in 1931.",
+        "Ardmoor is a city in Velland. Café ünïcode 日本",
+    ] * 50
     return train_tokenizer(corpus, vocab_size=300)
 
 
@@ -31,7 +34,10 @@ def test_ids_round_trip_through_save_and_load(tokenizer, tmp_path):
     save_tokenizer(tokenizer, tmp_path)
     loaded = load_tokenizer(tmp_path)
     assert loaded(TEXT, add_special_tokens=False)["input_ids"] == ids
-    assert loaded.eos_token_id == tokenizer.eos_token_id and loaded.pad_token_id == tokenizer.pad_token_id
+    assert (
+        loaded.eos_token_id == tokenizer.eos_token_id
+        and loaded.pad_token_id == tokenizer.pad_token_id
+    )
     assert loaded.padding_side == "left"
 
 
@@ -51,7 +57,10 @@ def test_presets_sizes_and_policy_round_trip(tokenizer, tmp_path):
     save_tokenizer(tokenizer, tmp_path)
     model, tok = load_policy(tmp_path, device="cpu")
     assert model.config.model_type == "llama"
-    assert tok(TEXT, add_special_tokens=False)["input_ids"] == tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    assert (
+        tok(TEXT, add_special_tokens=False)["input_ids"]
+        == tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    )
     for a, b in zip(model.parameters(), nano.parameters(), strict=True):
         assert (a == b).all()
 

@@ -95,15 +95,15 @@ def _value(kb: KB, e: Entity, relation: str) -> tuple[str, str | None]:
 
 
 _KEYWORDS = {  # (kind, relation) -> (query keyword, alternative keyword, note template)
-    ("person", "born_in"): ("born", "birthplace", "born in {v}"),
-    ("person", "year"): ("born", "birth year", "born in {v}"),
-    ("org", "founder"): ("founded", "founder", "founded by {v}"),
-    ("org", "year"): ("founded", "founding year", "founded in {v}"),
-    ("org", "city"): ("headquarters", "based", "based in {v}"),
-    ("work", "creator"): ("{form} {maker}", "{made} by", "{made} by {v}"),
-    ("work", "year"): ("{form}", "{form} {out}", "{out} in {v}"),
-    ("city", "country"): ("country", "located", "in {v}"),
-    ("country", "capital"): ("capital", "capital city", "capital is {v}"),
+    ("person", "born_in"): ("born", "birthplace", "{e} was born in {v}"),
+    ("person", "year"): ("born", "birth year", "{e} was born in {v}"),
+    ("org", "founder"): ("founded", "founder", "{e} was founded by {v}"),
+    ("org", "year"): ("founded", "founding year", "{e} was founded in {v}"),
+    ("org", "city"): ("headquarters", "based", "{e} is based in {v}"),
+    ("work", "creator"): ("{form} {maker}", "{made} by", "{e} was {made} by {v}"),
+    ("work", "year"): ("{form}", "{form} {out}", "{e} was {out} in {v}"),
+    ("city", "country"): ("country", "located", "{e} is in {v}"),
+    ("country", "capital"): ("capital", "capital city", "the capital of {e} is {v}"),
 }
 
 
@@ -122,13 +122,15 @@ def make_hop(
 ) -> Hop:
     """The oracle's hop reading `relation` of `entity_id`, with its supporting passages."""
     e = kb[entity_id]
-    keyword, alt, note = (t.format(v="{v}", **_words(e)) for t in _KEYWORDS[(e.kind, relation)])
+    keyword, alt, note = (
+        t.format(v="{v}", e="{e}", **_words(e)) for t in _KEYWORDS[(e.kind, relation)]
+    )
     value, value_id = _value(kb, e, relation)
     support = tuple(facts.get(f"{entity_id}:{relation}", ()))
     if not support:
         raise RuntimeError(f"world generation: no passage states {entity_id}:{relation}")
     return Hop(entity_id, relation, f"{e.name} {keyword}", _vague(e, keyword, rng), f"{e.name} {alt}",
-               note.replace("{v}", value), value, value_id, support)  # fmt: skip
+               note.replace("{v}", value).replace("{e}", e.name), value, value_id, support)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,9 @@ CHAINS = [
 ]  # fmt: skip
 
 _COMPARISONS = {  # kind -> (relation read, phrasings, plan, word for the winner)
-    "person": ("born_in", ("Where was the older of {a} and {b} born?", "Of {a} and {b}, where was the older one born?"), "find both birth years", "older"),
-    "work": ("creator", ("Who {made_active} the earlier {form}, {a} or {b}?",), "find both years", "earlier"),
-    "org": ("founder", ("Who founded the older company, {a} or {b}?",), "find both founding years", "older"),
+    "person": ("born_in", ("Where was the older of {a} and {b} born?", "Of {a} and {b}, where was the older one born?"), "find the birth years of {a} and {b}", "older"),
+    "work": ("creator", ("Who {made_active} the earlier {form}, {a} or {b}?",), "find the years of {a} and {b}", "earlier"),
+    "org": ("founder", ("Who founded the older company, {a} or {b}?",), "find the founding years of {a} and {b}", "older"),
 }  # fmt: skip
 
 
@@ -222,7 +224,7 @@ def _comparison(kb: KB, facts, a: Entity, b: Entity, rng: random.Random) -> Ques
         text,
         answers,
         kind,
-        plan,
+        plan.format(a=a.name, b=b.name),
         hops,
         final,
         first,
