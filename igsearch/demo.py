@@ -101,6 +101,29 @@ def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
     return world
 
 
+def retrieval_stage(world: Path, n: int = 3) -> None:
+    """Serve the world's index over HTTP (Search-R1's /retrieve) and show what a few dev questions get."""
+    from igsearch.data.qa import read_qa
+    from igsearch.retrieval.client import HttpRetriever
+    from igsearch.retrieval.index import load_index
+    from igsearch.retrieval.server import ServerThread, create_app
+
+    console.rule("[bold]retrieval server check")
+    questions = [ex.question for ex in read_qa(world / "dev.jsonl")[:n]]
+    with ServerThread(create_app(load_index(world / "index"))) as server:
+        with HttpRetriever(server.url) as client:
+            hits = client.search(questions, 2)
+        console.print(
+            f"served {world / 'index'} at {server.url}/retrieve; top passages of {n} dev questions:"
+        )
+    for q, top in zip(questions, hits, strict=True):
+        console.print(f"  [cyan]{q}[/cyan]")
+        for h in top:
+            console.print(
+                f"    [green]{h.title}[/green] ({h.score:.2f}) {h.text[:90]}", highlight=False
+            )
+
+
 def sft_stage(root: Path, world: Path, plan: DemoPlan) -> Path:
     from igsearch.config import SftConfig
     from igsearch.train.sft import run_sft
@@ -200,6 +223,7 @@ def run_demo(
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     world = build_world_stage(root, plan, seed)
+    retrieval_stage(world)
     sft = sft_stage(root, world, plan)
     results: dict[str, list[dict[str, Any]]] = {"SFT": [eval_stage(root, world, plan, "SFT", sft)]}
     runs: dict[str, list[Path]] = {}
