@@ -12,7 +12,10 @@ Controlled imperfection, so RL has room to improve and IG something to tell apar
   fact, followed by "not found" and the precise query;
 - a redundant search repeating a hop that was already answered;
 - a wrong final answer, taken from an entity or year that the read documents mention.
-Think texts are kept to a few words: a policy trained from scratch gains nothing from long ones.
+Think texts are short and templated: the plan names the subject ("find the birthplace of X") and
+each note states the fact just read ("X was born in Y"). A policy trained from scratch has to learn
+to copy names token by token, from the question into a query and from a document into an answer;
+these notes give it several copies per demonstration for a handful of tokens.
 """
 
 from __future__ import annotations
@@ -71,14 +74,8 @@ class DemoWriter:
     def __init__(self, kb: KB, passages: Sequence[Passage], search: SearchFn, *, topk: int = 3,
                  tags: TagSet | str = "search-r1", noise: Noise = Noise(), seed: int = 0,
                  max_searches: int = 4):  # fmt: skip
-        self.kb, self.search_fn, self.topk, self.tags, self.noise = (
-            kb,
-            search,
-            topk,
-            get_tagset(tags),
-            noise,
-        )
-        self.max_searches = max_searches
+        self.kb, self.search_fn, self.topk, self.noise = kb, search, topk, noise
+        self.tags, self.max_searches = get_tagset(tags), max_searches
         self.passages = {p.id: p for p in passages}
         self.rng = random.Random(f"igsearch-world-demos-{seed}")
         self.cache: dict[str, list[Hit]] = {}
@@ -108,15 +105,10 @@ class DemoWriter:
 
     def _plan(self, q: Question) -> dict:
         r, n = self.rng, self.noise
-        vague, redundant, wrong = (
-            r.random() < n.vague,
-            r.random() < n.redundant,
-            r.random() < n.wrong_answer,
-        )
+        vague, redundant = r.random() < n.vague, r.random() < n.redundant
+        wrong = r.random() < n.wrong_answer
         hop = r.randrange(len(q.hops))
-        if (
-            len(q.hops) + vague + redundant > self.max_searches
-        ):  # stay within the rollout's turn budget
+        if len(q.hops) + vague + redundant > self.max_searches:  # the rollout's turn budget
             redundant = False
         if len(q.hops) + vague > self.max_searches:
             vague = False
@@ -170,7 +162,12 @@ class DemoWriter:
             wrong = self._wrong_answer(q, read[q.answer_hop])
             if wrong is not None:
                 noise.append("wrong_answer")
-                final = _swap(final.replace(q.hops[q.answer_hop].value, wrong), "first", "second")
+                value = re.escape(q.hops[q.answer_hop].value)
+                final = (
+                    _swap(final, "first", "second")  # same facts, wrong winner
+                    if q.type == "comparison"
+                    else re.sub(rf"\b{value}\b", wrong, final)
+                )
                 answer = wrong
         segments.append(self._turn(final, self.tags.answer, answer))
         prompt = build_prompt(q.question, self.tags, style="bare")
@@ -188,11 +185,7 @@ class DemoWriter:
             return q.hops[1 - q.answer_hop].value
         if q.answer_kind == "year":
             years = [y for h in hits for y in _YEAR.findall(h.text) if y != gold]
-            return (
-                self.rng.choice(years)
-                if years
-                else str(int(gold) + self.rng.choice((-2, -1, 1, 2)))
-            )
+            return self.rng.choice(years) if years else str(int(gold) + self.rng.choice((-2, 2)))
         names = [
             self.kb[e].name for h in hits for e in self.passages[h.id].mentions
             if self.kb[e].kind == q.answer_kind and self.kb[e].split == "train" and self.kb[e].name != gold

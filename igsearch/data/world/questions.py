@@ -82,15 +82,7 @@ def _value(kb: KB, e: Entity, relation: str) -> tuple[str, str | None]:
     """The text and entity id (None for a year) of `relation` of `e`."""
     if relation == "year":
         return str(e.attrs["year"]), None
-    key = {
-        "creator": "creator",
-        "founder": "founder",
-        "born_in": "born_in",
-        "city": "city",
-        "country": "country",
-        "capital": "capital",
-    }[relation]
-    target = kb[e.attrs[key]]
+    target = kb[e.attrs[relation]]  # relations are named after the attribute holding their target
     return target.name, target.id
 
 
