@@ -7,24 +7,41 @@ and alias a is the weighted mean log-probability of the alias tokens after prefi
 prefix, with contexts left-truncated to `max_context` tokens.
 
 Two paths compute the same numbers:
-- `score_reference`: one full forward pass per (block, alias) context. Slow and obviously right;
-  the tests pin the fast path to it (1e-4).
-- `score`: one forward pass over the prefix, then its key/value cache is repeated for all
-  (block, alias) continuations, which run as one left-padded batch keeping logits only for the
-  answer positions. Rows whose context would exceed `max_context` go through the reference path
-  (their truncation shifts positions, so the cache does not apply).
+- `score_reference`: one full forward pass per (block, alias) context, no padding, no cache. Slow
+  and obviously right; the tests pin the fast path to it (1e-4).
+- `score`: plans every (request, block, alias) row of all requests first (igsearch.rewards.
+  score_plan), then runs as few forward passes as the token budget allows:
+  1. Prefix sharing. A step's real context (prefix + real block) is a prefix of the next step's
+     prefix, so the steps of one trajectory form a chain: one forward over the chain's longest
+     context (its root) gives the key/value cache of every step's prefix, cropped per row. A row
+     starts after its longest common prefix with the root: a real block is all cached (only the
+     answer is encoded), a counterfactual block shares the opening tag with the real one.
+  2. Batching. Roots run as right-padded batches; the rows' remaining tokens run as left-padded
+     batches over the gathered, cropped caches with explicit position ids and attention masks.
+     A forward holds at most `max_batch_tokens` key/value positions (rows × (cached + new)),
+     which bounds memory (one longer root runs alone). Identical rows run once.
+  3. Truncation. A row longer than `max_context` is left-truncated, which shifts its positions,
+     so it cannot use its trajectory's cache: its truncated context becomes a root of its own.
+  Only the logits of answer positions are computed. Models whose cache is not a plain per-layer
+  key/value store (sliding-window or recurrent layers) fall back to the reference path.
+
+`tokens_encoded` counts the real tokens fed through the model, `padding_tokens` the padding beside
+them, `forward_passes` the calls.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from igsearch.rewards.info_gain import answer_weights, best_alias, weighted_answer_score
+from igsearch.rewards.score_plan import Job, Row, ScorePlan, plan_scoring
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,55 @@ def ig_from_scores(scores: Tensor) -> float:
     return float(scores[0, a] - scores[1:, a].mean())
 
 
+KV = list[tuple[Tensor, Tensor]]
+"""Per layer (keys, values), each (batch, kv_heads, positions, head_dim)."""
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run in eval mode (no dropout, caches allowed under gradient checkpointing), then restore."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _cache_of(kv: KV) -> DynamicCache:
+    """A DynamicCache holding `kv` as it is (no copy)."""
+    cache = DynamicCache()
+    for keys, values in kv:
+        layer = DynamicLayer()
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+        cache.layers.append(layer)
+    return cache
+
+
+WIDTH_STEP = 16
+"""Jobs whose new-token widths fall in the same WIDTH_STEP bucket are batched together."""
+
+
+def _equal_length_groups(plan: ScorePlan, roots: Sequence[int], budget: int) -> Iterator[list[int]]:
+    """Roots of equal length, in groups of at most `budget` tokens (one root at least)."""
+    by_length: dict[int, list[int]] = {}
+    for r in roots:
+        by_length.setdefault(len(plan.roots[r]), []).append(r)
+    for length, group in by_length.items():
+        per = max(1, budget // max(length, 1))
+        for i in range(0, len(group), per):
+            yield group[i : i + per]
+
+
+def _answer_weight_rows(jobs: Sequence[Job], width: int, first: int, weight: float) -> Tensor:
+    """(R, width) weights of the last `width` predicted tokens of each row (0 outside its alias)."""
+    w = torch.zeros(len(jobs), width)
+    for i, job in enumerate(jobs):
+        w[i, width - job.n_alias :] = answer_weights(job.n_alias, first, weight)
+    return w
+
+
 class AnswerScorer:
     """Computes s(C) for batches of `ScoreRequest`s with a causal LM (no gradient)."""
 
@@ -56,13 +122,23 @@ class AnswerScorer:
         max_context: int = 4096,
         first_tokens: int = 3,
         first_weight: float = 3.0,
+        max_batch_tokens: int = 16384,
     ):
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.model = model
         self.max_context = max_context
         self.first_tokens = first_tokens
         self.first_weight = first_weight
+        self.max_batch_tokens = max_batch_tokens
+        """Key/value positions one forward may hold: rows × (cached + new tokens)."""
         self.tokens_encoded = 0
-        """Tokens run through the model so far (a cost measure for benchmarks)."""
+        """Real (non-padding) tokens run through the model so far (a cost measure for benchmarks)."""
+        self.padding_tokens = 0
+        """Padding positions run beside them by the batched path."""
+        self.forward_passes = 0
+        """Model calls so far."""
+        self._cache_ok = True
 
     @property
     def device(self) -> torch.device:
@@ -74,20 +150,23 @@ class AnswerScorer:
             answer_weights(logprobs.numel(), self.first_tokens, self.first_weight).to(logprobs),
         )
 
+    # -- reference path ---------------------------------------------------------------------------
+
     @torch.no_grad()
     def score_reference(self, requests: Sequence[ScoreRequest]) -> list[Tensor]:
         """(n_blocks, n_aliases) scores per request, one full forward per context."""
         out = []
-        for req in requests:
-            scores = torch.empty(len(req.blocks), len(req.answers))
-            for b, block in enumerate(req.blocks):
-                for a, (answer, start) in enumerate(
-                    zip(req.answers, req.alias_starts, strict=True)
-                ):
-                    scores[b, a] = self._score_one(
-                        list(req.prefix) + list(block), list(answer), start
-                    )
-            out.append(scores)
+        with _eval_mode(self.model):
+            for req in requests:
+                scores = torch.empty(len(req.blocks), len(req.answers))
+                for b, block in enumerate(req.blocks):
+                    for a, (answer, start) in enumerate(
+                        zip(req.answers, req.alias_starts, strict=True)
+                    ):
+                        scores[b, a] = self._score_one(
+                            list(req.prefix) + list(block), list(answer), start
+                        )
+                out.append(scores)
         return out
 
     def _score_one(self, context: list[int], answer: list[int], alias_start: int) -> Tensor:
@@ -99,70 +178,153 @@ class AnswerScorer:
             )
         x = torch.tensor([ids], device=self.device)
         self.tokens_encoded += len(ids)
+        self.forward_passes += 1
         logits = self.model(input_ids=x).logits[0, -n_alias - 1 : -1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, x[0, -n_alias:, None]).squeeze(-1)
         return self._alias_score(lp).cpu()
 
+    # -- fast path --------------------------------------------------------------------------------
+
     @torch.no_grad()
     def score(self, requests: Sequence[ScoreRequest]) -> list[Tensor]:
-        """(n_blocks, n_aliases) scores per request; the prefix is encoded once per request."""
-        return [self._score_cached(req) for req in requests]
+        """(n_blocks, n_aliases) scores per request, as `score_reference` computes them, with shared
+        prefixes encoded once and rows batched under `max_batch_tokens` (see the module docstring)."""
+        if not self._cache_ok:
+            return self.score_reference(requests)
+        plan = plan_scoring(
+            [(r.prefix, r.blocks, r.answers, r.alias_starts) for r in requests], self.max_context
+        )
+        with _eval_mode(self.model):
+            job_scores = self._run_plan(plan)
+            if job_scores is None:  # the model's cache cannot be cropped and gathered
+                self._cache_ok = False
+                return self.score_reference(requests)
+            alone = {row.slot: self._score_row(row) for row in plan.uncached}
+        out = [torch.empty(len(r.blocks), len(r.answers)) for r in requests]
+        for (r, b, a), j in plan.job_of.items():
+            out[r][b, a] = job_scores[j]
+        for (r, b, a), s in alone.items():
+            out[r][b, a] = s
+        return out
 
-    def _score_cached(self, req: ScoreRequest) -> Tensor:
-        prefix = list(req.prefix)
-        conts, slots = [], []
-        for b, block in enumerate(req.blocks):
-            for a, (answer, start) in enumerate(zip(req.answers, req.alias_starts, strict=True)):
-                conts.append((list(block) + list(answer), len(answer) - start))
-                slots.append((b, a))
-        scores = torch.empty(len(req.blocks), len(req.answers))
-        fits = [i for i, (c, _) in enumerate(conts) if len(prefix) + len(c) <= self.max_context]
-        for i in set(range(len(conts))) - set(fits):
-            b, a = slots[i]
-            scores[b, a] = self._score_one(
-                prefix + list(req.blocks[b]), list(req.answers[a]), req.alias_starts[a]
-            )
-        if fits and prefix:
-            for i, s in zip(
-                fits, self._continuations(prefix, [conts[i] for i in fits]), strict=True
-            ):
-                scores[slots[i]] = s
-        elif fits:  # no prefix to cache
-            for i in fits:
-                b, a = slots[i]
-                scores[b, a] = self._score_one(
-                    list(req.blocks[b]), list(req.answers[a]), req.alias_starts[a]
-                )
+    def _score_row(self, row: Row) -> Tensor:
+        return self._score_one(row.ids[: -row.n_alias], row.ids[-row.n_alias :], 0)
+
+    def _run_plan(self, plan: ScorePlan) -> Tensor | None:
+        """Scores of every job: a window of roots is encoded, then its jobs run in packed groups."""
+        scores = torch.zeros(len(plan.jobs))
+        jobs_of_root: dict[int, list[int]] = {}
+        for j, job in enumerate(plan.jobs):
+            jobs_of_root.setdefault(job.root, []).append(j)
+        for window in self._root_windows(plan, sorted(jobs_of_root)):
+            kv_of: dict[int, KV] = {}
+            for group in _equal_length_groups(plan, window, self.max_batch_tokens):
+                kvs = self._encode_roots([plan.roots[r] for r in group])
+                if kvs is None:
+                    return None
+                kv_of.update(zip(group, kvs, strict=True))
+            todo = [j for r in window for j in jobs_of_root[r]]
+            for batch in self._job_batches([plan.jobs[j] for j in todo], todo):
+                scores[batch] = self._continue(kv_of, [plan.jobs[j] for j in batch])
         return scores
 
-    def _continuations(self, prefix: list[int], conts: list[tuple[list[int], int]]) -> list[Tensor]:
-        """Scores of continuations after one cached prefix, as one left-padded batch."""
-        dev, p, m = self.device, len(prefix), len(conts)
-        out = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
-        cache = copy.deepcopy(out.past_key_values)
-        cache.batch_repeat_interleave(m)
-        width = max(len(c) for c, _ in conts)
-        ids = torch.zeros(m, width, dtype=torch.long, device=dev)
-        mask = torch.ones(m, p + width, dtype=torch.long, device=dev)
-        pos = torch.empty(m, width, dtype=torch.long, device=dev)
-        for i, (c, _) in enumerate(conts):
-            pad = width - len(c)
-            ids[i, pad:] = torch.tensor(c, device=dev)
-            mask[i, p : p + pad] = 0
-            pos[i] = p + (torch.arange(width, device=dev) - pad).clamp(min=0)
-        keep = max(n for _, n in conts) + 1
-        logits = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=cache,
-            logits_to_keep=keep,
-        ).logits.float()
-        self.tokens_encoded += p + sum(len(c) for c, _ in conts)
-        scores = []
-        for i, (_, n) in enumerate(conts):
-            lp = torch.log_softmax(logits[i, keep - n - 1 : keep - 1], -1)
-            scores.append(
-                self._alias_score(lp.gather(-1, ids[i, width - n :, None]).squeeze(-1)).cpu()
+    def _root_windows(self, plan: ScorePlan, roots: list[int]) -> Iterator[list[int]]:
+        """Roots, longest first, in windows of at most `max_batch_tokens` tokens (one root at least):
+        a window's caches are held while its jobs run."""
+        window: list[int] = []
+        size = 0
+        for r in sorted(roots, key=lambda r: len(plan.roots[r]), reverse=True):
+            if window and size + len(plan.roots[r]) > self.max_batch_tokens:
+                yield window
+                window, size = [], 0
+            window.append(r)
+            size += len(plan.roots[r])
+        if window:
+            yield window
+
+    def _job_batches(self, jobs: Sequence[Job], ids: Sequence[int]) -> Iterator[list[int]]:
+        """Jobs packed under the budget, sorted by new-token width (in steps of WIDTH_STEP), then
+        by cached length, so that little padding is computed."""
+        order = sorted(
+            range(len(jobs)),
+            key=lambda i: (len(jobs[i].suffix) // WIDTH_STEP, jobs[i].cached, len(jobs[i].suffix)),
+        )
+        batch: list[int] = []
+        cached = width = 0
+        for i in order:
+            c, w = max(cached, jobs[i].cached), max(width, len(jobs[i].suffix))
+            if batch and (len(batch) + 1) * (c + w) > self.max_batch_tokens:
+                yield batch
+                batch, c, w = [], jobs[i].cached, len(jobs[i].suffix)
+            batch.append(ids[i])
+            cached, width = c, w
+        if batch:
+            yield batch
+
+    def _encode_roots(self, roots: Sequence[Sequence[int]]) -> list[KV] | None:
+        """Keys and values of equal-length roots, one KV per root (None when the model's cache is not
+        plain per-layer keys and values). No padding, so attention takes its causal fast path."""
+        ids = torch.tensor([list(r) for r in roots], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self.tokens_encoded += ids.numel()
+        self.forward_passes += 1
+        layers = getattr(out.past_key_values, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+            return None
+        return [
+            [(layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in layers]
+            for i in range(len(roots))
+        ]
+
+    def _gather_past(self, kv_of: dict[int, KV], jobs: Sequence[Job], past: int) -> KV:
+        """Per layer (R, kv_heads, past, head_dim): each job's root cache cut to its cached length,
+        zeros after it (masked, but it must be finite)."""
+        out = []
+        for layer, (k0, v0) in enumerate(kv_of[jobs[0].root]):
+            keys = k0.new_empty(len(jobs), k0.shape[1], past, k0.shape[3])
+            values = v0.new_empty(len(jobs), v0.shape[1], past, v0.shape[3])
+            for i, job in enumerate(jobs):
+                k, v = kv_of[job.root][layer]
+                keys[i, :, : job.cached] = k[0, :, : job.cached]
+                values[i, :, : job.cached] = v[0, :, : job.cached]
+                keys[i, :, job.cached :] = 0
+                values[i, :, job.cached :] = 0
+            out.append((keys, values))
+        return out
+
+    def _continue(self, kv_of: dict[int, KV], jobs: Sequence[Job]) -> Tensor:
+        """Scores of jobs whose first `cached` tokens come from their root's cache: one forward over
+        the left-padded suffixes, with explicit positions and a mask hiding each row's unused past."""
+        dev, n = self.device, len(jobs)
+        past, width = max(j.cached for j in jobs), max(len(j.suffix) for j in jobs)
+        ids = torch.zeros(n, width, dtype=torch.long)
+        mask = torch.zeros(n, past + width, dtype=torch.long)
+        pos = torch.empty(n, width, dtype=torch.long)
+        for i, job in enumerate(jobs):
+            pad = width - len(job.suffix)
+            ids[i, pad:] = torch.tensor(job.suffix)
+            mask[i, : job.cached] = 1
+            mask[i, past + pad :] = 1
+            pos[i] = job.cached + (torch.arange(width) - pad).clamp(min=0)
+        keep = max(j.n_alias for j in jobs) + 1
+        logits = (
+            self.model(
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=pos.to(dev),
+                past_key_values=_cache_of(self._gather_past(kv_of, jobs, past)),
+                use_cache=True,
+                logits_to_keep=keep,
             )
-        return scores
+            .logits[:, :-1]
+            .float()
+        )
+        real = sum(len(j.suffix) for j in jobs)
+        self.tokens_encoded += real
+        self.padding_tokens += ids.numel() - real
+        self.forward_passes += 1
+        targets = ids[:, width - keep + 1 :].to(dev)
+        token_lp = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+        w = _answer_weight_rows(jobs, keep - 1, self.first_tokens, self.first_weight).to(dev)
+        token_lp = torch.where(w > 0, token_lp, torch.zeros_like(token_lp))
+        return ((token_lp * w).sum(-1) / w.sum(-1)).cpu()
