@@ -6,6 +6,12 @@ block, the real block is the block's own token ids as the policy saw them, and e
 block is the same wrapper rendered around other documents and tokenised alone (as the rollout
 loop tokenises blocks). The answer continuation is the answer prefix (default "\\n<answer>")
 followed by " " + alias, each tokenised alone, so the scored text reads "\\n<answer> alias".
+
+All steps of the batch go to the scorer in one call, so the steps of one trajectory share one
+encoding of its prefix and rows of many steps share forward passes (igsearch.rewards.scorer). A
+document set that serves several steps (the same fallback documents, or the one empty set of the
+`empty` counterfactual) is rendered and tokenised once per call, as is each question's answers.
+Steps that cannot change any advantage are not scored (an empty query span gets IG 0).
 """
 
 from __future__ import annotations
@@ -29,6 +35,24 @@ def answer_continuations(
     prefix = encode_block(tokenizer, answer_prefix) if answer_prefix else []
     conts = [prefix + encode_block(tokenizer, " " + a.strip()) for a in aliases]
     return conts, [len(prefix)] * len(conts)
+
+
+class BlockTokens:
+    """Token ids of the information block around a document set, tokenised once per set.
+
+    Keyed by the documents' titles and texts, which is all the rendered block reads.
+    """
+
+    def __init__(self, tokenizer: Any, tags: TagSet, max_obs_tokens: int | None):
+        self.tokenizer, self.tags, self.max_obs_tokens = tokenizer, tags, max_obs_tokens
+        self.memo: dict[tuple[tuple[str, str], ...], list[int]] = {}
+
+    def __call__(self, docs: Sequence[Hit]) -> list[int]:
+        key = tuple((d.title, d.text) for d in docs)
+        if key not in self.memo:
+            text = observation_text(self.tokenizer, self.tags, docs, self.max_obs_tokens)
+            self.memo[key] = encode_block(self.tokenizer, text)
+        return self.memo[key]
 
 
 def compute_step_ig(
@@ -62,21 +86,24 @@ def compute_step_ig(
         fallback=fallback,
     )
     out: list[list[float]] = [[0.0] * len(tr.steps) for tr in trajectories]
+    block_of = BlockTokens(tokenizer, tags, max_obs_tokens)
+    answers_of: dict[tuple[str, ...], tuple[list[list[int]], list[int]]] = {}
     requests, slots = [], []
     for (i, t), sets in zip(refs, cf_sets, strict=True):
         tr, step = trajectories[i], trajectories[i].steps[t]
         if skip_empty_queries and step.query_span[1] <= step.query_span[0]:
             continue
         start, end = step.info_span
-        blocks = [tr.response_ids[start:end]] + [
-            encode_block(tokenizer, observation_text(tokenizer, tags, docs, max_obs_tokens))
-            for docs in sets
-        ]
-        answers, starts = answer_continuations(tokenizer, answer_prefix, golden_answers[i])
+        golden = tuple(golden_answers[i])
+        if golden not in answers_of:
+            answers_of[golden] = answer_continuations(tokenizer, answer_prefix, golden)
+        answers, starts = answers_of[golden]
+        blocks = [tr.response_ids[start:end]] + [block_of(docs) for docs in sets]
         requests.append(
             ScoreRequest(tr.prompt_ids + tr.response_ids[:start], blocks, answers, starts)
         )
         slots.append((i, t))
-    for (i, t), scores in zip(slots, scorer.score(requests), strict=True):
-        out[i][t] = ig_from_scores(scores)
+    if requests:
+        for (i, t), scores in zip(slots, scorer.score(requests), strict=True):
+            out[i][t] = ig_from_scores(scores)
     return out
