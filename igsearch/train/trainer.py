@@ -17,6 +17,7 @@ a resumed run draws what the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -147,11 +148,12 @@ class IGSearchTrainer(GRPOTrainer):
         self._fallback = corpus_fallback(retriever)
         self._batch: list = []
         self._times: dict[str, float] = {}
+        self._ig_tokens = 0
         from accelerate import PartialState
 
         super().__init__(
             model=model,
-            reward_funcs=[exact_match_reward],
+            reward_funcs=[self._timed_reward()],
             args=grpo_args(cfg, PartialState().num_processes),
             train_dataset=train_dataset,
             processing_class=tokenizer,
@@ -218,13 +220,30 @@ class IGSearchTrainer(GRPOTrainer):
 
     # -- rewards, information gain, advantages ---------------------------------------------------
 
+    def _add_time(self, name: str, seconds: float) -> None:
+        self._times[name] = self._times.get(name, 0.0) + seconds
+
+    def _timed_reward(self) -> Callable[..., list[float]]:
+        """exact_match_reward (same name for TRL's logs), adding its seconds to time/outcome_reward."""
+
+        @functools.wraps(exact_match_reward)
+        def reward(*args: Any, **kwargs: Any) -> list[float]:
+            t0 = time.perf_counter()
+            try:
+                return exact_match_reward(*args, **kwargs)
+            finally:
+                self._add_time("outcome_reward", time.perf_counter() - t0)
+
+        return reward
+
     def _step_ig(self, inputs: Sequence[dict[str, Any]]) -> list[list[float]]:
         trajs, a = self._batch, self.cfg.algo
-        if not self.estimator.needs_ig or a.alpha == 0:
+        self._ig_tokens = 0
+        if not self.estimator.needs_ig or a.alpha == 0:  # IG cannot change any advantage
             return [[0.0] * len(t.steps) for t in trajs]
         model = self.accelerator.unwrap_model(self.model)
         scorer = AnswerScorer(model, a.max_score_context, a.first_tokens, a.first_weight)
-        return compute_step_ig(
+        step_ig = compute_step_ig(
             trajs,
             [x["golden_answers"] for x in inputs],
             [x["qid"] for x in inputs],
@@ -238,6 +257,8 @@ class IGSearchTrainer(GRPOTrainer):
             max_obs_tokens=self.cfg.rollout.max_obs_tokens,
             fallback=self._fallback,
         )
+        self._ig_tokens = scorer.tokens_encoded
+        return step_ig
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         out = super()._generate_and_score_completions(inputs)
@@ -247,9 +268,11 @@ class IGSearchTrainer(GRPOTrainer):
         self._times["ig_scoring"] = time.perf_counter() - t0
         from accelerate.utils import gather_object
 
+        t0 = time.perf_counter()
         local_rewards = [
             exact_match(t.answer, x["golden_answers"]) for t, x in zip(trajs, inputs, strict=True)
         ]
+        self._add_time("outcome_reward", time.perf_counter() - t0)
         rewards = self.accelerator.gather(
             torch.tensor(local_rewards, device=self.accelerator.device)
         ).cpu()
@@ -288,6 +311,7 @@ class IGSearchTrainer(GRPOTrainer):
         )
         metrics.update(advantage_metrics(adv.cpu(), mask.cpu(), fail))
         metrics.update({f"time/{k}": v for k, v in self._times.items()})
+        metrics["ig/tokens_encoded"] = float(self._ig_tokens)
         for k, v in metrics.items():
             self._metrics["train"][k].append(v)
 
@@ -298,7 +322,7 @@ class IGSearchTrainer(GRPOTrainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         step = time.perf_counter() - t0
         self._metrics["train"]["time/step"].append(step)
-        spent = self._times.get("rollout", 0.0) + self._times.get("ig_scoring", 0.0)
+        spent = sum(self._times.get(k, 0.0) for k in ("rollout", "outcome_reward", "ig_scoring"))
         self._metrics["train"]["time/update"].append(max(step - spent, 0.0))
         return loss
 

@@ -136,13 +136,16 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
         "adv/all_fail_nonzero_token_share",
         "time/rollout",
         "time/retrieval",
+        "time/outcome_reward",
         "time/ig_scoring",
+        "ig/tokens_encoded",
         "time/update",
         "kl",
         "reward",
     ):
         assert key in step, key
     assert step["searches"] == 1.0 and step["well_formed"] == 1.0
+    assert step["ig/tokens_encoded"] > 0 and step["time/outcome_reward"] >= 0
     assert step["all_fail_groups"] == 0.5 and step["em"] == 0.25
     dev = [x for x in logs if "dev/em" in x]
     assert [x["step"] for x in dev] == [0, 1]  # before training and at the end
@@ -208,6 +211,16 @@ def test_grpo_estimator_gives_trajectory_level_advantages(setup):
     inputs, _ = _scored_batch(trainer)
     adv = inputs["advantages"]
     assert torch.equal(adv, adv[:, :1].expand_as(adv))
+
+
+def test_alpha_zero_scores_nothing_and_equals_grpo(setup):
+    cfg = make_cfg(setup["root"], "alpha0")
+    cfg = replace(cfg, algo=replace(cfg.algo, alpha=0.0))
+    trainer = _trainer(cfg)
+    inputs, _ = _scored_batch(trainer)
+    adv = inputs["advantages"]
+    assert torch.equal(adv, adv[:, :1].expand_as(adv))
+    assert trainer._metrics["train"]["ig/tokens_encoded"] == [0.0]  # the model scored nothing
 
 
 def test_resume_reproduces_the_next_step(setup):
