@@ -1,0 +1,137 @@
+"""What the IG benchmarks share: the world, the policy and a scripted rollout backend.
+
+Without `--world`, a tiny synthetic world (seed 0: ~400 passages, BM25 index, tokenizer) is built
+in a temporary folder in about ten seconds. Without `--policy`, the policy is a randomly
+initialised preset, which never writes a well-formed action by itself, so `ScriptedGenerator`
+scripts its turns: `free` tokens sampled by the model (protocol tags and EOS banned), then the
+action is forced token by token: `<search> question </search>` while searches are left, then
+`<answer> … </answer>` (the gold answer on even rows, a wrong one on odd rows, so groups have
+spread). Every token still goes through the model's decoding loop and the stop strings, so the
+cost is that of a real rollout of the same length. With `--policy` (an SFT'd folder) the policy
+generates freely.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from igsearch.data.qa import read_qa  # noqa: E402
+from igsearch.protocol import get_tagset  # noqa: E402
+from igsearch.rollout.backends import HFGenerator  # noqa: E402
+from igsearch.rollout.loop import decode_ids, encode_block  # noqa: E402
+
+TAGS = get_tagset("search-r1")
+
+
+def ensure_world(world: Path | None, tmp: Path) -> Path:
+    """`world` as given, or a tiny synthetic world (seed 0) built under `tmp`."""
+    if world is not None:
+        if not (world / "train.jsonl").exists() or not (world / "index").exists():
+            raise SystemExit(
+                f"--world {world}: no train.jsonl and index/ there; build it with `igsearch world`"
+            )
+        return world
+    from igsearch.config import WorldConfig
+    from igsearch.data.world import build_world
+
+    out = tmp / "world"
+    print(f"building a tiny synthetic world in {out} ...", flush=True)
+    build_world(WorldConfig(seed=0, size="tiny"), out)
+    return out
+
+
+def untrained_policy(preset: str, world: Path, out: Path, seed: int = 0) -> Path:
+    """A randomly initialised `preset` policy with the world's tokenizer, saved to `out`."""
+    from igsearch.train.models import init_model, load_tokenizer
+
+    tok = load_tokenizer(world / "tokenizer")
+    init_model(preset, tok, seed=seed).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def policy_preset(policy: Path) -> str:
+    """The preset name a policy folder records (igsearch.json), else its hidden size."""
+    import json
+
+    info = policy / "igsearch.json"
+    if info.exists():
+        return json.loads(info.read_text()).get("preset", policy.name)
+    cfg = json.loads((policy / "config.json").read_text())
+    return f"hidden{cfg.get('hidden_size')}x{cfg.get('num_hidden_layers')}"
+
+
+def gold_answers(world: Path) -> dict[str, list[str]]:
+    """Question text -> gold aliases of the world's training questions."""
+    return {ex.question.strip(): list(ex.golden_answers) for ex in read_qa(world / "train.jsonl")}
+
+
+class ScriptTurns:
+    """Logits processor: `free` model tokens (tags and EOS banned), then each row's forced script."""
+
+    def __init__(self, banned: list[int], free: int):
+        self.banned, self.free = torch.tensor(banned), free
+        self.width, self.scripts = 0, torch.zeros((0, 1), dtype=torch.long)
+
+    def start(self, width: int, scripts: list[list[int]]) -> None:
+        self.width = width
+        longest = max(len(s) for s in scripts)
+        self.scripts = torch.tensor([s + [s[-1]] * (longest - len(s)) for s in scripts])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.width
+        if step < self.free:
+            scores[:, self.banned] = float("-inf")
+            return scores
+        j = min(step - self.free, self.scripts.shape[1] - 1)
+        forced = torch.full_like(scores, float("-inf"))
+        forced[torch.arange(scores.shape[0]), self.scripts[:, j]] = 0.0
+        return forced
+
+
+class ScriptedGenerator(HFGenerator):
+    """HFGenerator whose turns follow ScriptTurns: `searches` searches of the question, then an answer."""
+
+    def __init__(self, model: Any, tokenizer: Any, searches: int, free: int, golds: dict):
+        from transformers import LogitsProcessorList
+
+        tags = [tokenizer.convert_tokens_to_ids(t) for t in TAGS.all_tags]
+        self.proc = ScriptTurns(tags + [tokenizer.eos_token_id, tokenizer.pad_token_id], free)
+        super().__init__(model, tokenizer, logits_processor=LogitsProcessorList([self.proc]))
+        self.searches, self.golds = searches, golds
+
+    def _action(self, ids: list[int], row: int) -> str:
+        text = decode_ids(self.tokenizer, ids)
+        question = text.split("Question:", 1)[1].split("\n", 1)[0].strip()
+        if text.count(TAGS.close(TAGS.info)) < self.searches:
+            return f"<search> {question.rstrip('?')} </search>"
+        gold = self.golds.get(question, ["x"])[0]
+        return f"<answer> {gold if row % 2 == 0 else 'nobody'} </answer>"
+
+    def generate(self, batch, max_new_tokens, stop_strings=(), temperature=0.0, top_p=1.0, seed=0):
+        scripts = [
+            encode_block(self.tokenizer, self._action(list(ids), i)) for i, ids in enumerate(batch)
+        ]
+        self.proc.start(max(len(ids) for ids in batch), scripts)
+        return super().generate(batch, max_new_tokens, stop_strings, temperature, top_p, seed)
+
+
+def scripted_factory(searches: int, free: int, golds: dict):
+    """A trainer `generator_factory` for ScriptedGenerator."""
+
+    def factory(model: Any, tokenizer: Any) -> ScriptedGenerator:
+        return ScriptedGenerator(model, tokenizer, searches, free, golds)
+
+    return factory
+
+
+def clean(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
