@@ -16,10 +16,12 @@ Two paths compute the same numbers:
      context (its root) gives the key/value cache of every step's prefix, cropped per row. A row
      starts after its longest common prefix with the root: a real block is all cached (only the
      answer is encoded), a counterfactual block shares the opening tag with the real one.
-  2. Batching. Roots run as right-padded batches; the rows' remaining tokens run as left-padded
-     batches over the gathered, cropped caches with explicit position ids and attention masks.
-     A forward holds at most `max_batch_tokens` key/value positions (rows × (cached + new)),
-     which bounds memory (one longer root runs alone). Identical rows run once.
+  2. Batching. Roots of equal length run together, unpadded, so attention takes its causal
+     fast path. The rows' remaining tokens run as left-padded batches over the gathered, cropped
+     caches with explicit position ids and attention masks; a batch keeps to one width bucket
+     (so little padding is computed) and holds at most `max_batch_tokens` key/value positions
+     (rows × (cached + new)), which bounds memory (a longer row or root runs alone). The gathered
+     cache has room for the new tokens, written in place. Identical rows run once.
   3. Truncation. A row longer than `max_context` is left-truncated, which shifts its positions,
      so it cannot use its trajectory's cache: its truncated context becomes a root of its own.
   Only the logits of answer positions are computed. Models whose cache is not a plain per-layer
@@ -289,7 +291,7 @@ class AnswerScorer:
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         self.tokens_encoded += ids.numel()
         self.forward_passes += 1
-        layers = getattr(out.past_key_values, "layers", None)
+        layers = getattr(getattr(out, "past_key_values", None), "layers", None)
         if not layers or any(type(layer) is not DynamicLayer for layer in layers):
             return None
         return [
