@@ -192,3 +192,23 @@ def test_plan_caches_the_real_block_and_dedupes_rows():
     assert plan.job_of[(0, 0, 0)] == plan.job_of[(0, 2, 0)]  # the repeated block runs once
     jobs = {plan.jobs[j].suffix: plan.jobs[j].cached for j in set(plan.job_of.values())}
     assert jobs == {(9, 10): 6, (7, 8, 9, 10): 4}  # cf shares its first block token with the real
+
+
+def test_sliding_window_models_fall_back_to_the_reference_path():
+    """A sliding-window cache cannot be cropped per row: the scorer notices and stays exact."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        sliding_window=8,
+    )
+    model = MistralForCausalLM(cfg).eval()
+    reqs = _batch(8)[:3]
+    _assert_agree(AnswerScorer(model).score(reqs), AnswerScorer(model).score_reference(reqs))
