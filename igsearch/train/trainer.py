@@ -57,11 +57,16 @@ def exact_match_reward(
 
 
 class TimedRetriever:
-    """Wraps a retriever and adds up the seconds spent in `search`."""
+    """Wraps a retriever and adds up the seconds spent in `search`.
+
+    Also keeps torch at the thread count it had when wrapped (train.num_threads): numba's parallel
+    BM25 kernel sets the OpenMP thread count, which torch then follows.
+    """
 
     def __init__(self, retriever: Any):
         self.inner = retriever
         self.seconds = 0.0
+        self.threads = torch.get_num_threads()
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
         t0 = time.perf_counter()
@@ -69,6 +74,8 @@ class TimedRetriever:
             return self.inner.search(queries, k)
         finally:
             self.seconds += time.perf_counter() - t0
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
 
 
 def corpus_fallback(retriever: Any):
