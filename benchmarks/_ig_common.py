@@ -13,7 +13,7 @@ generates freely.
 
 from __future__ import annotations
 
-import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,19 +32,22 @@ TAGS = get_tagset("search-r1")
 
 
 def ensure_world(world: Path | None, tmp: Path) -> Path:
-    """`world` as given, or a tiny synthetic world (seed 0) built under `tmp`."""
+    """`world` as given, or a tiny synthetic world (seed 0) built under `tmp`.
+
+    The build runs in a child process (`igsearch world`): its retrieval leaves numba's OpenMP
+    threads in this one, which changes torch's thread count and would skew every timing after it.
+    """
     if world is not None:
         if not (world / "train.jsonl").exists() or not (world / "index").exists():
             raise SystemExit(
                 f"--world {world}: no train.jsonl and index/ there; build it with `igsearch world`"
             )
         return world
-    from igsearch.config import WorldConfig
-    from igsearch.data.world import build_world
-
     out = tmp / "world"
     print(f"building a tiny synthetic world in {out} ...", flush=True)
-    build_world(WorldConfig(seed=0, size="tiny"), out)
+    cli = "from igsearch.cli import run_cli; run_cli()"
+    cmd = [sys.executable, "-c", cli, "world", "--out", str(out), "--size", "tiny", "--seed", "0"]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return out
 
 
@@ -131,7 +134,3 @@ def scripted_factory(searches: int, free: int, golds: dict):
         return ScriptedGenerator(model, tokenizer, searches, free, golds)
 
     return factory
-
-
-def clean(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
