@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -314,14 +315,30 @@ class Postings:
             if threads == 1:  # no thread launch for small batches
                 _topk_serial(q_flat, q_ptr, *args)
                 return out_s, out_r
-            previous = numba.get_num_threads()
+            previous, torch_threads = numba.get_num_threads(), _torch_threads()
             numba.set_num_threads(threads)
             try:
                 with numba.parallel_chunksize(self.CHUNK):
                     _topk_parallel(q_flat, q_ptr, *args)
             finally:
                 numba.set_num_threads(previous)
+                _restore_torch_threads(torch_threads)
         return out_s, out_r
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count when torch is loaded (never imports it)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _restore_torch_threads(threads: int | None) -> None:
+    """Numba's OpenMP layer sets the process-wide OpenMP thread count, which torch then follows:
+    a policy pinned to 1 thread would silently run on every core after the first parallel search
+    (several times slower on a busy machine). Put torch's count back."""
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 class BM25Retriever:

@@ -293,3 +293,18 @@ def test_bm25_fallback_without_kernel_agrees(zipf_bm25, monkeypatch) -> None:
     slow = retriever.search(queries[:50], 5)
     for f, s in zip(fast, slow, strict=True):
         assert [h.score for h in f] == pytest.approx([h.score for h in s], rel=1e-5, abs=1e-5)
+
+
+def test_parallel_search_leaves_torch_threads_alone(zipf_bm25) -> None:
+    torch = pytest.importorskip("torch")
+    retriever, queries = zipf_bm25
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ids = retriever.tokenizer.tokenize(
+            queries, update_vocab=False, return_as="ids", show_progress=False
+        )
+        retriever.postings.topk(ids, 3, 2)  # 300 queries on 2 numba threads
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
