@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from igsearch.config import TrainConfig, WorldConfig, from_dict, load_config
+from igsearch.errors import IGSearchError
 
 console = Console()
 METHODS = {"grpo": "GRPO", "ig_grpo": "IG-Search"}
@@ -90,14 +91,28 @@ def _stage(name: str, done: bool) -> bool:
     return done
 
 
-def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
+def _build_world(overrides: list[str], out: str) -> None:
     from igsearch.data.world import build_world
+
+    cfg = load_config(WorldConfig, None, overrides)
+    build_world(cfg, out, progress=lambda s: print(f"  building the world: {s}…", flush=True))
+
+
+def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
+    """Build the world in a child process: its thousands of parallel BM25 searches leave numba's
+    OpenMP threads beside torch's, which made every later training step several times slower."""
+    import multiprocessing
 
     world = root / "world"
     if not _stage("world + BM25 index + tokenizer", (world / "world.json").exists()):
-        cfg = load_config(WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}"])
-        with console.status("building the world…") as status:
-            build_world(cfg, world, progress=lambda s: status.update(f"building the world: {s}…"))
+        overrides = [f"seed={seed}", f"size={plan.world_size}"]
+        child = multiprocessing.get_context("spawn").Process(
+            target=_build_world, args=(overrides, str(world))
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise IGSearchError(f"building the world into {world} failed (exit {child.exitcode})")
     return world
 
 

@@ -56,6 +56,20 @@ def read_examples(paths: Sequence[str], limit: int | None = None) -> list[QAExam
     return out[:limit] if limit is not None else out
 
 
+def spread_by_type(examples: Sequence[QAExample], limit: int | None) -> list[QAExample]:
+    """At most `limit` examples taking the question types (`metadata.type`) in turn, each in file
+    order: a dev slice of a file sorted by type still covers every type."""
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    queues: dict[str, list[QAExample]] = {}
+    for ex in examples:
+        queues.setdefault(str(ex.metadata.get("type", "")), []).append(ex)
+    out: list[QAExample] = []
+    for i in range(max(len(q) for q in queues.values())):
+        out += [q[i] for q in queues.values() if i < len(q)]
+    return out[:limit]
+
+
 def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: Any) -> Any:
     """A datasets.Dataset with the prompt TRL samples and the columns the rewards read."""
     from datasets import Dataset
@@ -95,7 +109,7 @@ def build_trainer(
         raise IGSearchError(
             f"data.train has {len(dataset)} questions but one step needs {cfg.train.batch_size // cfg.train.group_size}"
         )
-    dev = read_examples([cfg.data.dev], cfg.data.dev_limit) if cfg.data.dev else []
+    dev = spread_by_type(read_examples([cfg.data.dev]), cfg.data.dev_limit) if cfg.data.dev else []
     return IGSearchTrainer(
         cfg,
         model,
