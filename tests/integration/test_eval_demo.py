@@ -97,7 +97,6 @@ def test_eval_fails_before_loading_a_model_when_a_file_is_missing(tmp_path):
     )
 
 
-@pytest.mark.slow
 def test_demo_quick_writes_the_report_and_reuses_stages(tmp_path):
     out = tmp_path / "demo"
     first = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
