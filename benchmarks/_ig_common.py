@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+from _scripted import ScriptTurns  # noqa: E402
 
 from igsearch.data.qa import read_qa  # noqa: E402
 from igsearch.protocol import get_tagset  # noqa: E402
@@ -34,8 +34,8 @@ TAGS = get_tagset("search-r1")
 def ensure_world(world: Path | None, tmp: Path) -> Path:
     """`world` as given, or a tiny synthetic world (seed 0) built under `tmp`.
 
-    The build runs in a child process (`igsearch world`): its retrieval leaves numba's OpenMP
-    threads in this one, which changes torch's thread count and would skew every timing after it.
+    The build runs in a child process (`igsearch world`): its thousands of parallel BM25 searches
+    would leave numba's OpenMP threads beside torch's in this one and skew every timing after it.
     """
     if world is not None:
         if not (world / "train.jsonl").exists() or not (world / "index").exists():
@@ -75,29 +75,6 @@ def policy_preset(policy: Path) -> str:
 def gold_answers(world: Path) -> dict[str, list[str]]:
     """Question text -> gold aliases of the world's training questions."""
     return {ex.question.strip(): list(ex.golden_answers) for ex in read_qa(world / "train.jsonl")}
-
-
-class ScriptTurns:
-    """Logits processor: `free` model tokens (tags and EOS banned), then each row's forced script."""
-
-    def __init__(self, banned: list[int], free: int):
-        self.banned, self.free = torch.tensor(banned), free
-        self.width, self.scripts = 0, torch.zeros((0, 1), dtype=torch.long)
-
-    def start(self, width: int, scripts: list[list[int]]) -> None:
-        self.width = width
-        longest = max(len(s) for s in scripts)
-        self.scripts = torch.tensor([s + [s[-1]] * (longest - len(s)) for s in scripts])
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        step = input_ids.shape[1] - self.width
-        if step < self.free:
-            scores[:, self.banned] = float("-inf")
-            return scores
-        j = min(step - self.free, self.scripts.shape[1] - 1)
-        forced = torch.full_like(scores, float("-inf"))
-        forced[torch.arange(scores.shape[0]), self.scripts[:, j]] = 0.0
-        return forced
 
 
 class ScriptedGenerator(HFGenerator):

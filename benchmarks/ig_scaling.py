@@ -69,9 +69,7 @@ def rollouts(model: Any, tok: Any, world: Path, topk: int, args: Any) -> tuple[l
     gen = common.ScriptedGenerator(
         model, tok, args.max_steps, args.free, common.gold_answers(world)
     )
-    threads = torch.get_num_threads()
     trajs = run_rollouts(prompts, gen, load_index(world / "index"), cfg, seed=args.seed)
-    torch.set_num_threads(threads)  # numba's parallel BM25 kernel changes torch's thread count
     golds = [list(q.golden_answers) for q in questions for _ in range(args.group)]
     qids = [q.id for q in questions for _ in range(args.group)]
     return trajs, golds, qids

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import _machine
+from _scripted import ScriptTurns
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +36,7 @@ from transformers import LogitsProcessorList  # noqa: E402
 
 from igsearch.config import RolloutConfig  # noqa: E402
 from igsearch.protocol import build_prompt, get_tagset  # noqa: E402
+from igsearch.retrieval.base import TimedRetriever  # noqa: E402
 from igsearch.retrieval.index import build_index, load_index  # noqa: E402
 from igsearch.rollout.backends import HFGenerator  # noqa: E402
 from igsearch.rollout.loop import encode_block, run_rollouts  # noqa: E402
@@ -65,44 +67,6 @@ def make_world(root: Path, n_passages: int, seed: int = 0) -> tuple[Any, list[st
     build_index(root / "corpus.jsonl", "bm25", root / "index")
     questions = [f"Where was {n} born?" for n in rng.sample(names, min(256, len(names)))]
     return load_index(root / "index"), questions, texts
-
-
-class TimedRetriever:
-    """Counts the seconds spent inside the wrapped retriever."""
-
-    def __init__(self, inner: Any):
-        self.inner, self.seconds, self.calls = inner, 0.0, 0
-
-    def search(self, queries: list[str], k: int) -> list[list[Any]]:
-        t0 = time.perf_counter()
-        try:
-            return self.inner.search(queries, k)
-        finally:
-            self.seconds += time.perf_counter() - t0
-            self.calls += 1
-
-
-class ScriptTurns:
-    """Logits processor: `free` model tokens (tags and EOS banned), then the row's forced script."""
-
-    def __init__(self, banned: list[int], free: int):
-        self.banned, self.free = torch.tensor(banned), free
-        self.width, self.scripts = 0, torch.zeros((0, 1), dtype=torch.long)
-
-    def start(self, width: int, scripts: list[list[int]]) -> None:
-        self.width = width
-        longest = max(len(s) for s in scripts)
-        self.scripts = torch.tensor([s + [s[-1]] * (longest - len(s)) for s in scripts])
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        step = input_ids.shape[1] - self.width
-        if step < self.free:
-            scores[:, self.banned] = float("-inf")
-            return scores
-        j = min(step - self.free, self.scripts.shape[1] - 1)
-        forced = torch.full_like(scores, float("-inf"))
-        forced[torch.arange(scores.shape[0]), self.scripts[:, j]] = 0.0
-        return forced
 
 
 class ScriptedHF(HFGenerator):

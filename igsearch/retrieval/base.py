@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -77,3 +78,18 @@ class Retriever(Protocol):
     """
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]: ...
+
+
+class TimedRetriever:
+    """Wraps a retriever and adds up the seconds spent in `search` and the number of calls."""
+
+    def __init__(self, inner: Retriever):
+        self.inner, self.seconds, self.calls = inner, 0.0, 0
+
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.search(queries, k)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1

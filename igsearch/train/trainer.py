@@ -40,7 +40,7 @@ from igsearch.algo.advantages import (  # noqa: E402
 from igsearch.config import TrainConfig  # noqa: E402
 from igsearch.errors import IGSearchError  # noqa: E402
 from igsearch.protocol import get_tagset  # noqa: E402
-from igsearch.retrieval.base import Hit  # noqa: E402
+from igsearch.retrieval.base import Hit, TimedRetriever  # noqa: E402
 from igsearch.rewards.outcome import exact_match  # noqa: E402
 from igsearch.rewards.scorer import AnswerScorer  # noqa: E402
 from igsearch.rewards.step_ig import compute_step_ig  # noqa: E402
@@ -54,28 +54,6 @@ def exact_match_reward(
 ) -> list[float]:
     """TRL reward function: EM of the last <answer> of each response against the gold aliases."""
     return [exact_match(a, g) for a, g in zip(answer, golden_answers, strict=True)]
-
-
-class TimedRetriever:
-    """Wraps a retriever and adds up the seconds spent in `search`.
-
-    Also keeps torch at the thread count it had when wrapped (train.num_threads): numba's parallel
-    BM25 kernel sets the OpenMP thread count, which torch then follows.
-    """
-
-    def __init__(self, retriever: Any):
-        self.inner = retriever
-        self.seconds = 0.0
-        self.threads = torch.get_num_threads()
-
-    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        t0 = time.perf_counter()
-        try:
-            return self.inner.search(queries, k)
-        finally:
-            self.seconds += time.perf_counter() - t0
-            if torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)
 
 
 def corpus_fallback(retriever: Any):
