@@ -13,6 +13,7 @@ generates freely.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,14 @@ from igsearch.rollout.backends import HFGenerator  # noqa: E402
 from igsearch.rollout.loop import decode_ids, encode_block  # noqa: E402
 
 TAGS = get_tagset("search-r1")
+
+
+def add_shared_args(parser: argparse.ArgumentParser) -> None:
+    """The options both IG benchmarks take: scripted tokens, seed, torch threads, output folder."""
+    parser.add_argument("--free", type=int, default=16, help="model tokens per scripted turn")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out-dir", type=Path, help="default: benchmarks/results (quick: …/quick)")
 
 
 def ensure_world(world: Path | None, tmp: Path) -> Path:

@@ -314,10 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--questions", type=int, default=8, help="questions per step")
     parser.add_argument("--reps", type=int, default=5, help="alternating repetitions (>= 5)")
-    parser.add_argument("--free", type=int, default=16, help="model tokens per scripted turn")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out-dir", type=Path, help="default: benchmarks/results (quick: …/quick)")
+    common.add_shared_args(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.presets, args.groups, args.turns = ["nano"], [5], [2]

@@ -288,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--group", type=int, default=4, help="rollouts per question")
     parser.add_argument("--reps", type=int, default=3, help="fast-path repetitions (best kept)")
-    parser.add_argument("--free", type=int, default=16, help="model tokens per scripted turn")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out-dir", type=Path, help="default: benchmarks/results (quick: …/quick)")
+    common.add_shared_args(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.max_steps, args.topk, args.questions, args.group, args.reps = 2, [1, 3], 2, 2, 1
