@@ -16,27 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import _machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BARS = {"well_formed": 0.9, "single_hop_margin": 0.10, "multi_hop_gap": 0.10}
 """Acceptance: well-formed share >= 0.9; single-hop EM >= no-retrieval EM + 0.10 (clearly above);
 multi-hop EM (mean over bridge, comparison, compositional) <= single-hop EM - 0.10 (well below)."""
-
-
-def _em(prediction: str | None, golds: list[str]) -> float:
-    """Exact match with SQuAD normalisation against any alias (scoped to this benchmark; the
-    library's metric is igsearch.rewards.outcome.exact_match, which this delegates to)."""
-    from igsearch.rewards.outcome import exact_match
-
-    return exact_match(prediction, golds)
 
 
 def ensure_world(path: Path, size: str, seed: int) -> dict[str, Any]:
@@ -85,12 +77,14 @@ def rollout_all(
 
 def score(examples: list[Any], trajectories: list[Any]) -> dict[str, dict[str, float]]:
     """Per question type (and "all", "multi_hop"): n, em, well_formed, searches, first_query_hit."""
+    from igsearch.rewards.outcome import exact_match
+
     rows: dict[str, list[dict[str, float]]] = {}
     for ex, traj in zip(examples, trajectories, strict=True):
         support = set(ex.metadata.get("supporting_ids", []))
         first = traj.steps[0].doc_ids if traj.steps else []
         row = {
-            "em": _em(traj.answer, list(ex.golden_answers)),
+            "em": exact_match(traj.answer, list(ex.golden_answers)),
             "well_formed": float(traj.well_formed),
             "searches": float(traj.num_searches),
             "first_query_hit": float(bool(support & set(first))),
@@ -115,9 +109,10 @@ def evaluate(
     from igsearch.retrieval.index import load_index
     from igsearch.rollout.loop import NullRetriever
     from igsearch.train.models import load_policy
+    from igsearch.train.rl import spread_by_type
 
     torch.set_num_threads(meta.get("sft", {}).get("num_threads", 2))
-    examples = read_qa_jsonl(world / "dev.jsonl")[:limit]
+    examples = spread_by_type(read_qa_jsonl(world / "dev.jsonl"), limit)  # every type in a slice
     model, tokenizer = load_policy(policy, device="cpu")
     cfg = RolloutConfig(tagset=meta["tagset"], prompt_style=meta["prompt_style"], topk=meta.get("topk", 3),
                         max_turns=4, max_new_tokens_per_turn=96, max_response_tokens=1536,
@@ -170,7 +165,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "| type | n | EM (BM25) | EM (no retrieval) | well-formed | mean searches | first query hits support |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for t in types:
+    for t in (t for t in types if t in ev["results"]["bm25"]):
         b, z = ev["results"]["bm25"][t], ev["results"]["no_retrieval"][t]
         lines.append(
             f"| {t} | {b['n']} | {b['em']:.1%} | {z['em']:.1%} | {b['well_formed']:.1%} | {b['searches']:.2f} | {b['first_query_hit']:.1%} |"
@@ -225,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                   "questions": manifest["counts"]["questions"], "content_hash": manifest["content_hash"]},
         "sft": meta,
         "eval": ev,
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
+        "machine": _machine.machine_info(platform=platform.platform(), torch=torch.__version__,
+                                         threads=torch.get_num_threads()),
     }  # fmt: skip
     from igsearch.data.world import unseen_name_token_share
 
