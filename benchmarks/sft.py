@@ -115,7 +115,7 @@ def evaluate(
     examples = spread_by_type(read_qa_jsonl(world / "dev.jsonl"), limit)  # every type in a slice
     model, tokenizer = load_policy(policy, device="cpu")
     cfg = RolloutConfig(tagset=meta["tagset"], prompt_style=meta["prompt_style"], topk=meta.get("topk", 3),
-                        max_turns=4, max_new_tokens_per_turn=96, max_response_tokens=1536,
+                        max_turns=4, max_new_tokens_per_turn=128, max_response_tokens=1536,
                         max_context_tokens=2048, temperature=0.0)  # fmt: skip
     prompts = [build_prompt(ex.question, cfg.tagset, cfg.prompt_style) for ex in examples]
     results, samples = {}, {}

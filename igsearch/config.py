@@ -304,7 +304,7 @@ class SftConfig:
     """Gradient accumulation steps; the micro-batch is batch_size / grad_accum."""
     max_steps: int = 600
     """Optimizer steps (the data repeats when it runs out)."""
-    max_length: int = 640
+    max_length: int = 768
     """Longest demonstration in tokens; longer ones are dropped (and counted)."""
     max_demos: int | None = None
     """Use at most this many demonstrations (the first ones); None uses all."""

@@ -51,8 +51,8 @@ class DemoPlan:
         default_factory=lambda: {
             "prompt_style": "bare",
             "max_turns": 4,
-            "max_new_tokens_per_turn": 48,
-            "max_response_tokens": 1024,
+            "max_new_tokens_per_turn": 128,
+            "max_response_tokens": 1280,
             "max_context_tokens": 1536,
         }
     )

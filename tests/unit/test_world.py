@@ -21,10 +21,12 @@ from igsearch.data.world import (
     read_world,
     unseen_name_token_share,
 )
+from igsearch.data.world.demos import cite
 from igsearch.data.world.kb import build_kb
 from igsearch.data.world.passages import build_passages
 from igsearch.data.world.questions import build_questions
 from igsearch.protocol import TAG_SETS, get_tagset, parse_action
+from igsearch.retrieval.base import Doc, Hit
 from igsearch.retrieval.index import load_index
 from igsearch.rewards.outcome import normalize_answer
 from igsearch.train.models import load_tokenizer, save_tokenizer
@@ -160,6 +162,50 @@ def test_demonstrations_follow_the_protocol(world):
     noise = read_world(world)["counts"]["demos"]["noise"]
     assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer"))
     assert 0.75 < sum(d["correct"] for d in demos) / len(demos) < 0.97
+
+
+def _hit(pid: str, title: str, text: str) -> Hit:
+    return Hit(Doc(pid, f"{title}\n{text}"), 1.0)
+
+
+def test_cite_quotes_the_supporting_line_up_to_the_stating_sentence():
+    hits = [
+        _hit("a", "Nol Vas", "Nol Vas was born in 1950 in Tives. He was a baker."),
+        _hit(
+            "b",
+            "Mira Vas",
+            "Mira Vas is a singer. She was born in Tivesburg, not in Tives. She sings.",
+        ),
+    ]
+    # the first supporting hit that states the value, cut after the sentence stating it
+    assert cite(hits, ["b"], "Tives") == (
+        "Doc 2(Title: Mira Vas) Mira Vas is a singer. She was born in Tivesburg, not in Tives."
+    )
+    assert (
+        cite(hits, ["a", "b"], "1950") == "Doc 1(Title: Nol Vas) Nol Vas was born in 1950 in Tives."
+    )
+    assert cite(hits, ["a"], "Tivesburg") is None  # a's text does not state it; b is not support
+    assert cite(hits, ["a"], "Tiv") is None  # whole words only
+    assert cite([], ["a"], "Tives") is None
+
+
+def test_notes_cite_a_retrieved_line_verbatim(world):
+    """Every evidence quote in a demonstration's think is a prefix of a line that was inserted
+    just before it, and a correct final note's evidence contains the answer."""
+    cited = 0
+    for d in read_demos(world):
+        segs = d["segments"]
+        for i in range(2, len(segs), 2):
+            think = segs[i]["text"].split("</think>")[0]
+            if " So " not in think:
+                continue
+            quote = think.removeprefix("<think> ").split(" So ")[0]
+            lines = segs[i - 1]["text"].split("\n")
+            assert any(line.startswith(quote) for line in lines), (d["id"], quote)
+            cited += 1
+            if i == len(segs) - 1 and d["correct"] and d["type"] != "comparison":
+                assert re.search(rf"(?<!\w){re.escape(d['answer'])}(?!\w)", quote), d["id"]
+    assert cited > len(read_demos(world))  # most hops cite their evidence
 
 
 def test_bm25_retrieves_support_for_the_oracle_queries(world):

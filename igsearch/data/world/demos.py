@@ -13,9 +13,12 @@ Controlled imperfection, so RL has room to improve and IG something to tell apar
 - a redundant search repeating a hop that was already answered;
 - a wrong final answer, taken from an entity or year that the read documents mention.
 Think texts are short and templated: the plan names the subject ("find the birthplace of X") and
-each note states the fact just read ("X was born in Y"). A policy trained from scratch has to learn
-to copy names token by token, from the question into a query and from a document into an answer;
-these notes give it several copies per demonstration for a handful of tokens.
+each note after a successful read first cites its evidence, the retrieved document's line verbatim
+up to the sentence stating the fact ("Doc 1(Title: X) X (born 1950) is a native of Y."), then states
+the fact in a fixed form ("so X was born in Y"). A policy trained from scratch has to learn to copy
+names token by token, from the question into a query and from a document into an answer. Quoting
+turns the second copy into two easy ones: a verbatim copy of a line prefix, which the same
+mechanism that copies the question learns, and a pick from the sentence just written.
 """
 
 from __future__ import annotations
@@ -28,11 +31,27 @@ from dataclasses import dataclass
 from igsearch.data.world.kb import KB
 from igsearch.data.world.passages import Passage
 from igsearch.data.world.questions import QUESTION_TYPES, Question
-from igsearch.protocol import TagSet, build_prompt, get_tagset, render_docs
+from igsearch.protocol import TagSet, build_prompt, get_tagset, render_doc, render_docs
 from igsearch.retrieval.base import Hit
 
 SearchFn = Callable[[list[str], int], list[list[Hit]]]
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-2][0-9])\b")
+_SENTENCE_END = re.compile(r"(?<=\.)(?= |$)")
+
+
+def cite(hits: Sequence[Hit], support: Sequence[str], value: str) -> str | None:
+    """The evidence for `value`: the best-ranked supporting hit's rendered line, verbatim, up to
+    the end of the first sentence that states `value`; None when no retrieved passage does."""
+    pattern = re.compile(rf"(?<!\w){re.escape(value)}(?!\w)")
+    for rank, hit in enumerate(hits, start=1):
+        if hit.id not in support:
+            continue
+        match = pattern.search(hit.text)
+        if match is None:
+            continue
+        ends = [m.start() for m in _SENTENCE_END.finditer(hit.text) if m.start() >= match.end()]
+        return render_doc(rank, hit.title, hit.text[: ends[0] if ends else len(hit.text)])
+    return None
 
 
 @dataclass(frozen=True)
@@ -156,17 +175,20 @@ class DemoWriter:
                 noise.append("redundant")
                 self._search(segments, f"{hop.note}; check again", hop.alt_query)
             read.append(hits)
-            think = hop.note
+            evidence = cite(hits, hop.support, hop.value)
+            think = hop.note if evidence is None else f"{evidence} So {hop.note}"
         answer, final = q.answers[0], q.final_note
+        if evidence is not None:
+            final = f"{evidence} So {final}"
         if plan["wrong"]:
             wrong = self._wrong_answer(q, read[q.answer_hop])
             if wrong is not None:
                 noise.append("wrong_answer")
                 value = re.escape(q.hops[q.answer_hop].value)
                 final = (
-                    _swap(final, "first", "second")  # same facts, wrong winner
+                    _swap(q.final_note, "first", "second")  # same facts, wrong winner, no evidence
                     if q.type == "comparison"
-                    else re.sub(rf"\b{value}\b", wrong, final)
+                    else re.sub(rf"\b{value}\b", wrong, q.final_note)
                 )
                 answer = wrong
         segments.append(self._turn(final, self.tags.answer, answer))
