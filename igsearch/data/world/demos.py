@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from igsearch.data.world.kb import KB
 from igsearch.data.world.passages import Passage
-from igsearch.data.world.questions import QUESTION_TYPES, Question
+from igsearch.data.world.questions import QUESTION_TYPES, Hop, Question
 from igsearch.protocol import TagSet, build_prompt, get_tagset, render_doc, render_docs
 from igsearch.retrieval.base import Hit
 
@@ -175,7 +175,7 @@ class DemoWriter:
                 noise.append("redundant")
                 self._search(segments, f"{hop.note}; check again", hop.alt_query)
             read.append(hits)
-            evidence = cite(hits, hop.support, hop.value)
+            evidence = self._cite(hits, hop)
             think = hop.note if evidence is None else f"{evidence} So {hop.note}"
         answer, final = q.answers[0], q.final_note
         if evidence is not None:
@@ -198,6 +198,17 @@ class DemoWriter:
             return None
         return {"question_id": q.id, "type": q.type, "prompt": prompt, "segments": segments,
                 "answer": answer, "correct": answer in q.answers, "searches": searches, "noise": noise}  # fmt: skip
+
+    def _cite(self, hits: list[Hit], hop: Hop) -> str | None:
+        """The hop's evidence quote, or None when it would name an entity of a held-out split:
+        demonstrations never teach a dev or test name."""
+        evidence = cite(hits, hop.support, hop.value)
+        if evidence is None:
+            return None
+        mentioned = (self.kb[m] for h in hits for m in self.passages[h.id].mentions)
+        if any(e.split != "train" and e.name in evidence for e in mentioned):
+            return None
+        return evidence
 
     def _wrong_answer(self, q: Question, hits: list[Hit]) -> str | None:
         """A plausible wrong answer: another entity of the answer's kind (or a year) that the
