@@ -28,3 +28,36 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         **extra,
     }
+
+
+def torch_machine_info(**extra: Any) -> dict[str, Any]:
+    """`machine_info` plus torch's version and thread count and transformers' version."""
+    import torch
+    import transformers
+
+    return machine_info(
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        **extra,
+    )
+
+
+def torch_header(m: dict[str, Any], extra: str = "") -> str:
+    """The results' first sentence: date, CPUs, torch and transformers, `extra`, load at start."""
+    return (
+        f"{m['date']}; {m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} with "
+        f"{m['torch_threads']} threads, transformers {m['transformers']}{extra}; load average "
+        f"{m['load_avg_1m_at_start']} at start."
+    )
+
+
+def load_note(m: dict[str, Any], limit: float, consequence: str, label: str = "Note") -> list[str]:
+    """Markdown lines warning that other jobs shared the machine (1-minute load above `limit`)."""
+    if m["load_avg_1m_at_start"] <= limit:
+        return []
+    return [
+        "",
+        f"**{label}:** other jobs shared the machine (load {m['load_avg_1m_at_start']} on "
+        f"{m['nproc']} CPUs){consequence}",
+    ]

@@ -172,15 +172,9 @@ def run_config(
 
 
 def machine_info() -> dict[str, Any]:
-    import transformers
     import trl
 
-    return _machine.machine_info(
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        transformers=transformers.__version__,
-        trl=trl.__version__,
-    )
+    return _machine.torch_machine_info(trl=trl.__version__)
 
 
 def bound_text(row: dict[str, Any]) -> list[str]:
@@ -220,9 +214,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# Information gain's cost in a training step (CPU)",
         "",
-        f"{m['date']}; {m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} with "
-        f"{m['torch_threads']} threads, transformers {m['transformers']}, TRL {m['trl']}; load "
-        f"average {m['load_avg_1m_at_start']} at start. World: {report['world']}; "
+        f"{_machine.torch_header(m, ', TRL ' + m['trl'])} World: {report['world']}; "
         f"{report['questions']} questions per step, median over {report['reps']} alternating "
         "repetitions. Each step is one `trainer.train()` of a freshly built trainer (same policy "
         "folder, config and seed), so both estimators roll out identical trajectories; see "
@@ -257,12 +249,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 + f" | {t['step']:.2f} |"
             )
     lines += ["", *target_lines(rows)]
-    if m["load_avg_1m_at_start"] > m["nproc"] / 2:
-        lines += [
-            "",
-            f"**Note:** other jobs shared the machine (load {m['load_avg_1m_at_start']} on "
-            f"{m['nproc']} CPUs); ratios of alternating runs suffer less than absolute times.",
-        ]
+    lines += _machine.load_note(
+        m, m["nproc"] / 2, "; ratios of alternating runs suffer less than absolute times."
+    )
     path.write_text("\n".join(lines) + "\n")
 
 

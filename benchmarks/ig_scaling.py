@@ -208,9 +208,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# IG scoring cost by search steps and documents",
         "",
-        f"{m['date']}; {m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} with "
-        f"{m['torch_threads']} threads, transformers {m['transformers']}; load average "
-        f"{m['load_avg_1m_at_start']} at start. Policy: {report['policy']} ({report['params'] / 1e6:.2f}M "
+        f"{_machine.torch_header(m)} Policy: {report['policy']} ({report['params'] / 1e6:.2f}M "
         f"parameters); {report['rollouts']} rollouts, 3 random counterfactual sets per step. CPU "
         "seconds are this process' CPU time (fast path: best of "
         f"{report['reps']}). See benchmarks/ig_scaling.py for the method.",
@@ -262,12 +260,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "step index. Work grows about linearly in top-k too, since counterfactual blocks are as "
         "long as the real ones.",
     ]
-    if m["load_avg_1m_at_start"] > m["nproc"] / 2:
-        lines += [
-            "",
-            f"**Note:** other jobs shared the machine (load {m['load_avg_1m_at_start']} on "
-            f"{m['nproc']} CPUs); token counts are exact, seconds are noisy.",
-        ]
+    lines += _machine.load_note(m, m["nproc"] / 2, "; token counts are exact, seconds are noisy.")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -294,13 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_steps, args.topk, args.questions, args.group, args.reps = 2, [1, 3], 2, 2, 1
     torch.set_num_threads(args.threads)
     out_dir = args.out_dir or (RESULTS / "quick" if args.quick else RESULTS)
-    import transformers
-
-    machine = _machine.machine_info(
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        transformers=transformers.__version__,
-    )
+    machine = _machine.torch_machine_info()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         world = common.ensure_world(args.world, Path(tmp))

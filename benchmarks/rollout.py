@@ -135,25 +135,12 @@ def bench_one(
     }
 
 
-def machine_info() -> dict[str, Any]:
-    """nproc, CPU model, date, load and versions, for the results' header."""
-    import transformers
-
-    return _machine.machine_info(
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        transformers=transformers.__version__,
-    )
-
-
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     m = report["machine"]
     lines = [
         "# Rollout throughput (HF backend, CPU)",
         "",
-        f"{m['date']}; {m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} with "
-        f"{m['torch_threads']} threads, transformers {m['transformers']}; load average "
-        f"{m['load_avg_1m_at_start']} at start. Corpus: {report['corpus_passages']} synthetic passages, "
+        f"{_machine.torch_header(m)} Corpus: {report['corpus_passages']} synthetic passages, "
         f"BM25 top-3; {report['free_tokens']} free model tokens per turn, then a scripted action; "
         "sampling at temperature 1. Tokens/CPU-s divides by this process' CPU time, which other "
         "jobs on the machine disturb less than wall time. See benchmarks/rollout.py for the method.",
@@ -169,13 +156,13 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{r['rollouts_per_s']:.2f} | "
             f"{100 * r['retrieval_share']:.2f}% | {r['mean_context_tokens']:.0f} |"
         )
-    if m["load_avg_1m_at_start"] > m["nproc"]:
-        lines += [
-            "",
-            f"**Warning:** other jobs shared the machine (load {m['load_avg_1m_at_start']} on "
-            f"{m['nproc']} CPUs), so wall-clock figures are pessimistic and noisy; rerun on an idle "
-            "machine for reference numbers.",
-        ]
+    lines += _machine.load_note(
+        m,
+        m["nproc"],
+        ", so wall-clock figures are pessimistic and noisy; rerun on an idle machine for "
+        "reference numbers.",
+        label="Warning",
+    )
     lines += ["", "Summary per preset (best over the grid; retrieval share range):", ""]
     for preset in dict.fromkeys(r["preset"] for r in report["results"]):
         rows = [r for r in report["results"] if r["preset"] == preset]
@@ -221,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [8] if args.quick else [8, 32, 64]
     searches = [1, 2] if args.quick else [1, 2, 3, 4]
     passages = 2000 if args.quick else args.passages
-    machine = machine_info()
+    machine = _machine.torch_machine_info()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         retriever, questions, texts = make_world(Path(tmp), passages)

@@ -18,19 +18,21 @@ from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
 OPEN, CLOSE, ANSWER = [3, 4], [5], [6, 7]
 
 
+TINY_SHAPE = dict(
+    vocab_size=97,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=256,
+)
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(LlamaConfig(**TINY_SHAPE)).eval()
 
 
 def _ids(g: torch.Generator, lo: int, hi: int) -> list[int]:
@@ -199,16 +201,6 @@ def test_sliding_window_models_fall_back_to_the_reference_path():
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    cfg = MistralConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        sliding_window=8,
-    )
-    model = MistralForCausalLM(cfg).eval()
+    model = MistralForCausalLM(MistralConfig(**TINY_SHAPE, sliding_window=8)).eval()
     reqs = _batch(8)[:3]
     _assert_agree(AnswerScorer(model).score(reqs), AnswerScorer(model).score_reference(reqs))
