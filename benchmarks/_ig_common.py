@@ -14,7 +14,6 @@ generates freely.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,11 +40,11 @@ def add_shared_args(parser: argparse.ArgumentParser) -> None:
 
 
 def ensure_world(world: Path | None, tmp: Path) -> Path:
-    """`world` as given, or a tiny synthetic world (seed 0) built under `tmp`.
+    """`world` as given, or a tiny synthetic world (seed 0) built under `tmp` in a child process
+    (`build_world_apart`), so that the build leaves no threads behind to skew the timings."""
+    from igsearch.config import WorldConfig
+    from igsearch.data.world import build_world_apart
 
-    The build runs in a child process (`igsearch world`): its thousands of parallel BM25 searches
-    would leave numba's OpenMP threads beside torch's in this one and skew every timing after it.
-    """
     if world is not None:
         if not (world / "train.jsonl").exists() or not (world / "index").exists():
             raise SystemExit(
@@ -54,9 +53,7 @@ def ensure_world(world: Path | None, tmp: Path) -> Path:
         return world
     out = tmp / "world"
     print(f"building a tiny synthetic world in {out} ...", flush=True)
-    cli = "from igsearch.cli import run_cli; run_cli()"
-    cmd = [sys.executable, "-c", cli, "world", "--out", str(out), "--size", "tiny", "--seed", "0"]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    build_world_apart(WorldConfig(seed=0, size="tiny"), out)
     return out
 
 

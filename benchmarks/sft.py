@@ -32,15 +32,14 @@ multi-hop EM (mean over bridge, comparison, compositional) <= single-hop EM - 0.
 
 
 def ensure_world(path: Path, size: str, seed: int) -> dict[str, Any]:
+    """The world's manifest, building it first (in a child process, see `build_world_apart`)."""
     from igsearch.config import WorldConfig
-    from igsearch.data.world import build_world, read_world
+    from igsearch.data.world import build_world_apart, read_world
 
     if (path / "world.json").exists():
         return read_world(path)
     print(f"building the {size} world (seed {seed}) into {path} ...", flush=True)
-    return build_world(
-        WorldConfig(seed=seed, size=size), path, progress=lambda s: print(f"  {s}", flush=True)
-    )
+    return build_world_apart(WorldConfig(seed=seed, size=size), path)
 
 
 def ensure_policy(world: Path, policy: Path, overrides: list[str], retrain: bool) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Any
 from rich.console import Console
 
 from igsearch.config import TrainConfig, WorldConfig, from_dict, load_config
-from igsearch.errors import IGSearchError
 
 console = Console()
 METHODS = {"grpo": "GRPO", "ig_grpo": "IG-Search"}
@@ -91,28 +90,15 @@ def _stage(name: str, done: bool) -> bool:
     return done
 
 
-def _build_world(overrides: list[str], out: str) -> None:
-    from igsearch.data.world import build_world
-
-    cfg = load_config(WorldConfig, None, overrides)
-    build_world(cfg, out, progress=lambda s: print(f"  building the world: {s}…", flush=True))
-
-
 def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
-    """Build the world in a child process: its thousands of parallel BM25 searches leave numba's
-    OpenMP threads beside torch's, which made every later training step several times slower."""
-    import multiprocessing
+    """Build the world in a child process (`build_world_apart`): the build's parallel BM25 searches
+    would otherwise slow every later training step of this process."""
+    from igsearch.data.world import build_world_apart
 
     world = root / "world"
     if not _stage("world + BM25 index + tokenizer", (world / "world.json").exists()):
-        overrides = [f"seed={seed}", f"size={plan.world_size}"]
-        child = multiprocessing.get_context("spawn").Process(
-            target=_build_world, args=(overrides, str(world))
-        )
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise IGSearchError(f"building the world into {world} failed (exit {child.exitcode})")
+        cfg = load_config(WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}"])
+        build_world_apart(cfg, world)
     return world
 
 

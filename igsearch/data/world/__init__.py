@@ -11,6 +11,7 @@ every correct held-out answer has to come through retrieval, a clean testbed for
 from igsearch.data.world.build import (
     SIZES,
     build_world,
+    build_world_apart,
     content_hash,
     read_demos,
     read_world,
@@ -22,6 +23,7 @@ __all__ = [
     "QUESTION_TYPES",
     "SIZES",
     "build_world",
+    "build_world_apart",
     "content_hash",
     "read_demos",
     "read_world",

@@ -134,6 +134,29 @@ def build_world(
     return manifest
 
 
+def _build_and_report(cfg: Any, out: str) -> None:
+    build_world(cfg, out, progress=lambda s: print(f"  building the world: {s}…", flush=True))
+
+
+def build_world_apart(cfg: Any, out: str | Path) -> dict[str, Any]:
+    """`build_world` in a spawned child process (progress on stdout); returns the manifest.
+
+    For callers that train or time anything afterwards: the build's thousands of parallel BM25
+    searches leave numba's OpenMP threads beside torch's, which made every later training step of
+    the same process several times slower.
+    """
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_build_and_report, args=(cfg, str(out))
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise IGSearchError(f"building the world into {out} failed (exit {child.exitcode})")
+    return read_world(out)
+
+
 def _manifest(
     cfg: Any, kb: KB, passages, splits, demos: list[dict], dropped: int
 ) -> dict[str, Any]:
