@@ -31,15 +31,16 @@ BARS = {"well_formed": 0.9, "single_hop_margin": 0.10, "multi_hop_gap": 0.10}
 multi-hop EM (mean over bridge, comparison, compositional) <= single-hop EM - 0.10 (well below)."""
 
 
-def ensure_world(path: Path, size: str, seed: int) -> dict[str, Any]:
-    """The world's manifest, building it first (in a child process, see `build_world_apart`)."""
+def prepare_world(path: Path, size: str, seed: int) -> dict[str, Any]:
+    """The world's manifest: built first when missing (in a child process, `build_world_apart`),
+    checked against the default world settings when present."""
     from igsearch.config import WorldConfig
-    from igsearch.data.world import build_world_apart, read_world
+    from igsearch.data.world import ensure_world
 
-    if (path / "world.json").exists():
-        return read_world(path)
-    print(f"building the {size} world (seed {seed}) into {path} ...", flush=True)
-    return build_world_apart(WorldConfig(seed=seed, size=size), path)
+    if not (path / "world.json").exists():
+        print(f"building the {size} world (seed {seed}) into {path} ...", flush=True)
+    fix = f"delete {path} and the policies trained on it (--retrain)"
+    return ensure_world(WorldConfig(seed=seed, size=size), path, fix=fix)
 
 
 def ensure_policy(world: Path, policy: Path, overrides: list[str], retrain: bool) -> dict[str, Any]:
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = ["max_steps=20", "batch_size=8", "save_steps=20", *args.overrides]
     import torch
 
-    manifest = ensure_world(args.world, args.size, args.seed)
+    manifest = prepare_world(args.world, args.size, args.seed)
     meta = ensure_policy(args.world, args.policy, args.overrides, args.retrain)
     ev = evaluate(args.world, args.policy, meta, args.limit, args.batch)
     report = {

@@ -243,8 +243,12 @@ class WorldConfig:
     """BM25 passages inserted per demonstration search (use the rollout's topk)."""
     max_searches: int = 4
     """Most searches in one demonstration (the rollout's max_turns)."""
-    vocab_size: int = 512
-    """Tokenizer vocabulary (bytes, merges and EOS/PAD; protocol tags come on top). Keep it small."""
+    vocab_size: int | None = None
+    """Tokenizer vocabulary (bytes, merges and EOS/PAD; protocol tags come on top); None: the
+    size's default (tiny 512, small and medium 1024). Keep it small enough that held-out names
+    split into pieces the demonstrations write (`unseen_name_token_share` near 0): on the small
+    world 1024 measures 0.2% of dev name tokens, 2048 measures 2% and loses first-query accuracy;
+    on the tiny world (400 demonstrations) 1024 already leaves 20% unseen."""
     tagset: str = "search-r1"
     """Protocol tag set of the demonstrations."""
 
@@ -272,9 +276,9 @@ class WorldConfig:
             raise ConfigError(
                 f"world.topk={self.topk}, max_searches={self.max_searches}: need topk >= 1 and max_searches >= 3 (3-hop questions)"
             )
-        if self.vocab_size < 300:
+        if self.vocab_size is not None and self.vocab_size < 300:
             raise ConfigError(
-                f"world.vocab_size={self.vocab_size}: must be >= 300 (256 bytes + merges)"
+                f"world.vocab_size={self.vocab_size}: must be >= 300 (256 bytes + merges), or null for the size's default"
             )
         if self.tagset not in TAG_SETS:
             raise ConfigError(

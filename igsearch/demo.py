@@ -93,12 +93,12 @@ def _stage(name: str, done: bool) -> bool:
 def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
     """Build the world in a child process (`build_world_apart`): the build's parallel BM25 searches
     would otherwise slow every later training step of this process."""
-    from igsearch.data.world import build_world_apart
+    from igsearch.data.world import ensure_world
 
     world = root / "world"
-    if not _stage("world + BM25 index + tokenizer", (world / "world.json").exists()):
-        cfg = load_config(WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}"])
-        build_world_apart(cfg, world)
+    cfg = load_config(WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}"])
+    _stage("world + BM25 index + tokenizer", (world / "world.json").exists())
+    ensure_world(cfg, world, fix=f"everything in {root} was trained on it: delete {root}")
     return world
 
 

@@ -2,7 +2,9 @@
 
 Uses transformers' `Trainer` on pre-tokenised rows (igsearch.train.sft_data): the loss is masked on
 the prompt and on inserted documents, the same rule as the RL loss, so the warm start and RL train
-the same tokens. Length-grouped batches keep padding low (demonstrations range from ~150 to ~900
+the same tokens, and only trained positions are projected to the vocabulary
+(`trained_positions_loss`: the same loss, without the logits of documents nobody trains on).
+Length-grouped batches keep padding low (demonstrations range from ~150 to ~900
 tokens). Checkpoints go to OUT/checkpoints (`--resume` continues from the last one, optimizer and
 schedule included); the log goes to OUT/train_log.jsonl and TensorBoard (OUT/checkpoints/runs).
 The final model and tokenizer are saved into OUT with `save_pretrained`, next to `igsearch.json`
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -30,7 +33,7 @@ from igsearch.config import SftConfig, to_dict
 from igsearch.data.world import read_demos, read_world
 from igsearch.errors import IGSearchError
 from igsearch.train.models import count_parameters, init_model, load_tokenizer
-from igsearch.train.sft_data import EncodedDemos, PadCollator, encode_demos
+from igsearch.train.sft_data import IGNORE, EncodedDemos, PadCollator, encode_demos
 
 log = logging.getLogger(__name__)
 POLICY_META = "igsearch.json"
@@ -45,6 +48,37 @@ class _Rows(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return self.rows[i]
+
+
+def trained_positions_loss(
+    model: Any, inputs: dict[str, torch.Tensor], num_items: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """The causal LM loss, with only the trained positions projected to the vocabulary.
+
+    A causal LM's own loss computes logits at every position (prompt, inserted documents and
+    padding included) and then ignores most of them. Here the decoder's hidden states are taken
+    at the positions whose next token is trained (shifted label != -100), and only those go
+    through the LM head: the same loss, summed over trained tokens and divided by `num_items`
+    (default: their count), for about a third of the head's work on demonstrations.
+    """
+    labels = inputs["labels"][:, 1:]
+    keep = labels != IGNORE
+    hidden = model.get_decoder()(
+        input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+    ).last_hidden_state
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+    return loss / (num_items if num_items is not None else keep.sum().clamp(min=1))
+
+
+class _SftTrainer(Trainer):
+    """transformers' Trainer with `trained_positions_loss`; gradient accumulation is handled as
+    for the model's own loss (normalised by the step's trained-token count when Trainer gives it)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:  # evaluation asks for outputs; keep the model's own path there
+            return super().compute_loss(model, inputs, True, num_items_in_batch)
+        return trained_positions_loss(model, inputs, num_items_in_batch)
 
 
 class JsonlLog(TrainerCallback):
@@ -158,7 +192,7 @@ def run_sft(
     tokenizer = load_tokenizer(world / "tokenizer")
     data = load_demo_rows(world, tokenizer, cfg)
     model = init_model(cfg.preset, tokenizer, seed=cfg.seed)
-    trainer = Trainer(
+    trainer = _SftTrainer(
         model=model,
         args=_training_args(cfg, out),
         train_dataset=_Rows(data.rows),

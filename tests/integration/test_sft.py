@@ -15,7 +15,7 @@ from igsearch.config import SftConfig
 from igsearch.data.world import read_demos
 from igsearch.errors import IGSearchError
 from igsearch.train.models import init_model, load_policy, load_tokenizer
-from igsearch.train.sft import read_policy_meta, run_sft
+from igsearch.train.sft import read_policy_meta, run_sft, trained_positions_loss
 from igsearch.train.sft_data import IGNORE, PadCollator, encode_block, encode_demo
 
 TINY = dict(max_steps=3, batch_size=4, max_demos=12, max_length=1024, save_steps=3, logging_steps=1)
@@ -63,6 +63,30 @@ def test_collator_pads_right_with_masked_labels(world):
     assert torch.allclose(masked[1, :1], plain[1, :1], atol=1e-5) and torch.allclose(
         masked[0], plain[0], atol=1e-5
     )
+
+
+def test_trained_positions_loss_is_the_models_own_loss(world):
+    """Projecting only trained positions to the vocabulary changes the cost, not the loss or its
+    gradient; with `num_items` (Trainer's count over a whole accumulated step) it is sum / num_items."""
+    tok = load_tokenizer(world / "tokenizer")
+    rows = [
+        dict(zip(("input_ids", "labels"), encode_demo(tok, d), strict=True))
+        for d in read_demos(world)[:3]
+    ]
+    batch = PadCollator(tok.pad_token_id)(rows)
+    model = init_model("nano", tok, seed=1)
+    ours = trained_positions_loss(model, batch)
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    theirs = model(**batch).loss
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    for a, p in zip(ours_grads, model.parameters(), strict=True):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+    n = int((batch["labels"][:, 1:] != IGNORE).sum())
+    halved = trained_positions_loss(model, batch, num_items=2 * n)
+    assert torch.allclose(halved, theirs / 2, atol=1e-6)
 
 
 def test_three_steps_change_parameters_and_write_a_loadable_policy(world, tmp_path):

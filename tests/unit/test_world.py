@@ -17,6 +17,7 @@ from igsearch.data.world import (
     SIZES,
     build_world,
     content_hash,
+    ensure_world,
     read_demos,
     read_world,
     unseen_name_token_share,
@@ -25,6 +26,7 @@ from igsearch.data.world.demos import cite
 from igsearch.data.world.kb import build_kb
 from igsearch.data.world.passages import build_passages
 from igsearch.data.world.questions import build_questions
+from igsearch.errors import IGSearchError
 from igsearch.protocol import TAG_SETS, get_tagset, parse_action
 from igsearch.retrieval.base import Doc, Hit
 from igsearch.retrieval.index import load_index
@@ -45,6 +47,13 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(world) -> dict[str, str]:
     return {d.id: d.contents for d in iter_corpus(world / "corpus.jsonl")}
+
+
+def test_ensure_world_reuses_a_matching_world_and_refuses_another(world):
+    manifest = ensure_world(WorldConfig(seed=SEED, size="tiny"), world)
+    assert manifest["content_hash"] == read_world(world)["content_hash"]
+    with pytest.raises(IGSearchError, match=r"seed=3 \(wanted 4\).*delete runs/x"):
+        ensure_world(WorldConfig(seed=SEED + 1, size="tiny"), world, fix="delete runs/x")
 
 
 def test_same_seed_same_files_and_hash(world, tmp_path):
@@ -239,7 +248,9 @@ def test_tokenizer_round_trip_and_atomic_tags(world, tmp_path):
     assert tok.decode(ids) == text
     save_tokenizer(tok, tmp_path)
     assert load_tokenizer(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids
-    assert len(tok) <= 512 + len({t for s in TAG_SETS.values() for t in s.all_tags})
+    assert len(tok) <= SIZES["tiny"].vocab_size + len(
+        {t for s in TAG_SETS.values() for t in s.all_tags}
+    )
     for tag in get_tagset("search-r1").all_tags:
         assert len(tok(tag, add_special_tokens=False)["input_ids"]) == 1
 

@@ -45,12 +45,14 @@ class WorldSize:
     """Dev and test questions of each type."""
     n_demos: int
     """Default number of demonstrations."""
+    vocab_size: int
+    """Default tokenizer vocabulary: the fewer demonstrations, the fewer merges their text supports."""
 
 
 SIZES: dict[str, WorldSize] = {
-    "tiny": WorldSize(dict(country=6, city=24, person=90, org=20, work=30, event=16, award=8), 10, 400),
-    "small": WorldSize(dict(country=30, city=200, person=1100, org=250, work=400, event=300, award=100), 100, 12000),
-    "medium": WorldSize(dict(country=120, city=2000, person=11000, org=2500, work=4000, event=3000, award=1000), 250, 40000),
+    "tiny": WorldSize(dict(country=6, city=24, person=90, org=20, work=30, event=16, award=8), 10, 400, 512),
+    "small": WorldSize(dict(country=30, city=200, person=1100, org=250, work=400, event=300, award=100), 100, 12000, 1024),
+    "medium": WorldSize(dict(country=120, city=2000, person=11000, org=2500, work=4000, event=3000, award=1000), 250, 40000, 1024),
 }  # fmt: skip
 
 
@@ -126,7 +128,9 @@ def build_world(
     write_jsonl(out / "demos.jsonl", demos)
     progress("tokenizer")
     all_questions = [q for qs in splits.values() for q in qs]
-    _write_tokenizer(out, world_texts(passages, all_questions, demos), cfg.vocab_size)
+    _write_tokenizer(
+        out, world_texts(passages, all_questions, demos), cfg.vocab_size or size.vocab_size
+    )
     manifest = _manifest(cfg, kb, passages, splits, demos, dropped)
     manifest["content_hash"] = content_hash(out)
     manifest["build_seconds"] = round(time.time() - started, 2)
@@ -155,6 +159,30 @@ def build_world_apart(cfg: Any, out: str | Path) -> dict[str, Any]:
     if child.exitcode != 0:
         raise IGSearchError(f"building the world into {out} failed (exit {child.exitcode})")
     return read_world(out)
+
+
+def ensure_world(cfg: Any, out: str | Path, *, fix: str | None = None) -> dict[str, Any]:
+    """The manifest of the world `cfg` describes, in `out`: built there (`build_world_apart`) when
+    the folder has none, checked against `cfg` when it has one. A world built with other settings
+    (another seed, or an older igsearch's defaults) fails, naming what differs and `fix` (default:
+    delete `out`), rather than being trained on silently."""
+    from igsearch.config import to_dict
+
+    out = Path(out)
+    if not (out / "world.json").exists():
+        return build_world_apart(cfg, out)
+    manifest = read_world(out)
+    wanted = json.loads(json.dumps(to_dict(cfg)))
+    built = manifest.get("config", {})
+    differs = [
+        f"{k}={built.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if built.get(k) != v
+    ]
+    if differs:
+        raise IGSearchError(
+            f"{out}: this world was built with {', '.join(differs)}; "
+            f"{fix or f'delete {out} to rebuild it'}, or choose another folder"
+        )
+    return manifest
 
 
 def _manifest(
