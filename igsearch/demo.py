@@ -91,8 +91,9 @@ def _stage(name: str, done: bool) -> bool:
 
 
 def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
-    """Build the world in a child process (`build_world_apart`): the build's parallel BM25 searches
-    would otherwise slow every later training step of this process."""
+    """The demo's world (`ensure_world`): built in a child process when missing, since the build's
+    parallel BM25 searches would otherwise slow every later training step of this process; checked
+    against this demo's world settings when present."""
     from igsearch.data.world import ensure_world
 
     world = root / "world"

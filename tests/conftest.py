@@ -149,6 +149,19 @@ def small_corpus(tmp_path: Path) -> tuple[Path, list[tuple[str, str]]]:
 
 
 @pytest.fixture(scope="session")
+def tiny_shape() -> dict[str, int]:
+    """A two-layer decoder shape (grouped KV heads) for fast model-level tests; callers add the
+    vocabulary and the positions they need."""
+    return dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """The `tiny` synthetic world (seed 0), built once per test session. Treat it as read-only."""
     from igsearch.config import WorldConfig, load_config

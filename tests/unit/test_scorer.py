@@ -18,26 +18,19 @@ from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
 OPEN, CLOSE, ANSWER = [3, 4], [5], [6, 7]
 
 
-TINY_SHAPE = dict(
-    vocab_size=97,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=256,
-)
+VOCAB, POSITIONS = 97, 256
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(tiny_shape):
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(**TINY_SHAPE)).eval()
+    cfg = LlamaConfig(**tiny_shape, vocab_size=VOCAB, max_position_embeddings=POSITIONS)
+    return LlamaForCausalLM(cfg).eval()
 
 
 def _ids(g: torch.Generator, lo: int, hi: int) -> list[int]:
     n = int(torch.randint(lo, hi + 1, (1,), generator=g))
-    return torch.randint(8, 97, (n,), generator=g).tolist()
+    return torch.randint(8, VOCAB, (n,), generator=g).tolist()
 
 
 def _trajectory(g, prompt, n_steps, n_aliases, n_cf=3) -> list[ScoreRequest]:
@@ -196,11 +189,14 @@ def test_plan_caches_the_real_block_and_dedupes_rows():
     assert jobs == {(9, 10): 6, (7, 8, 9, 10): 4}  # cf shares its first block token with the real
 
 
-def test_sliding_window_models_fall_back_to_the_reference_path():
+def test_sliding_window_models_fall_back_to_the_reference_path(tiny_shape):
     """A sliding-window cache cannot be cropped per row: the scorer notices and stays exact."""
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    model = MistralForCausalLM(MistralConfig(**TINY_SHAPE, sliding_window=8)).eval()
+    cfg = MistralConfig(
+        **tiny_shape, vocab_size=VOCAB, max_position_embeddings=POSITIONS, sliding_window=8
+    )
+    model = MistralForCausalLM(cfg).eval()
     reqs = _batch(8)[:3]
     _assert_agree(AnswerScorer(model).score(reqs), AnswerScorer(model).score_reference(reqs))

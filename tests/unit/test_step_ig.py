@@ -32,17 +32,9 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def model(tok):
+def model(tok, tiny_shape):
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=1024,
-    )
+    cfg = LlamaConfig(**tiny_shape, vocab_size=len(tok), max_position_embeddings=1024)
     return LlamaForCausalLM(cfg).eval()
 
 
