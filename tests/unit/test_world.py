@@ -54,6 +54,12 @@ def test_ensure_world_reuses_a_matching_world_and_refuses_another(world):
     assert manifest["content_hash"] == read_world(world)["content_hash"]
     with pytest.raises(IGSearchError, match=r"seed=3 \(wanted 4\).*delete runs/x"):
         ensure_world(WorldConfig(seed=SEED + 1, size="tiny"), world, fix="delete runs/x")
+    # Settings left to the size's default match the same values written out, and only those.
+    tiny = SIZES["tiny"]
+    explicit = WorldConfig(seed=SEED, size="tiny", n_demos=tiny.n_demos, vocab_size=tiny.vocab_size)
+    assert ensure_world(explicit, world)["content_hash"] == manifest["content_hash"]
+    with pytest.raises(IGSearchError, match=r"vocab_size=512 \(wanted 600\)"):
+        ensure_world(WorldConfig(seed=SEED, size="tiny", vocab_size=600), world)
 
 
 def test_same_seed_same_files_and_hash(world, tmp_path):

@@ -62,6 +62,19 @@ def get_size(name: str) -> WorldSize:
     return SIZES[name]
 
 
+SIZE_DEFAULTS = ("n_demos", "vocab_size")
+"""WorldConfig keys whose None means the size's value."""
+
+
+def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """WorldConfig settings (as `to_dict` writes them) with each None of SIZE_DEFAULTS replaced by
+    the size's value: what the build actually used."""
+    size = get_size(settings["size"])
+    return {
+        k: getattr(size, k) if k in SIZE_DEFAULTS and v is None else v for k, v in settings.items()
+    }
+
+
 def content_hash(out: Path) -> str:
     """sha256 over the generated files (HASHED_FILES), in a fixed order."""
     h = hashlib.sha256()
@@ -95,10 +108,12 @@ def build_world(
     cfg: Any, out: str | Path, progress: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
     """Generate the world described by `cfg` (a `WorldConfig`) into `out`; returns the manifest."""
+    from igsearch.config import to_dict
     from igsearch.data.corpus import write_corpus
     from igsearch.retrieval.index import build_index, load_index
 
     out, size, started = Path(out), get_size(cfg.size), time.time()
+    settings = resolved_settings(to_dict(cfg))
     out.mkdir(parents=True, exist_ok=True)
     (out / "world.json").unlink(missing_ok=True)  # an interrupted build must not look finished
     progress("knowledge base and passages")
@@ -122,15 +137,13 @@ def build_world(
     writer = DemoWriter(kb, passages, retriever.search, topk=cfg.topk, tags=cfg.tagset, noise=noise,
                         seed=cfg.seed, max_searches=cfg.max_searches)  # fmt: skip
     chosen = sample_demo_questions(
-        splits["train"], cfg.n_demos or size.n_demos, dict(cfg.demo_weights), writer.rng
+        splits["train"], settings["n_demos"], dict(cfg.demo_weights), writer.rng
     )
     demos, dropped = writer.build(chosen)
     write_jsonl(out / "demos.jsonl", demos)
     progress("tokenizer")
     all_questions = [q for qs in splits.values() for q in qs]
-    _write_tokenizer(
-        out, world_texts(passages, all_questions, demos), cfg.vocab_size or size.vocab_size
-    )
+    _write_tokenizer(out, world_texts(passages, all_questions, demos), settings["vocab_size"])
     manifest = _manifest(cfg, kb, passages, splits, demos, dropped)
     manifest["content_hash"] = content_hash(out)
     manifest["build_seconds"] = round(time.time() - started, 2)
@@ -172,8 +185,9 @@ def ensure_world(cfg: Any, out: str | Path, *, fix: str | None = None) -> dict[s
     if not (out / "world.json").exists():
         return build_world_apart(cfg, out)
     manifest = read_world(out)
-    wanted = json.loads(json.dumps(to_dict(cfg)))
+    wanted = resolved_settings(json.loads(json.dumps(to_dict(cfg))))
     built = manifest.get("config", {})
+    built = resolved_settings(built) if built.get("size") in SIZES else built
     differs = [
         f"{k}={built.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if built.get(k) != v
     ]
