@@ -303,10 +303,12 @@ class IGSearchTrainer(GRPOTrainer):
     def training_step(
         self, model: Any, inputs: Any, num_items_in_batch: Any = None
     ) -> torch.Tensor:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         loss = super().training_step(model, inputs, num_items_in_batch)
         step = time.perf_counter() - t0
         self._metrics["train"]["time/step"].append(step)
+        # CPU seconds of the whole process (all threads), without the time spent waiting for a CPU.
+        self._metrics["train"]["time/step_cpu"].append(time.process_time() - cpu0)
         spent = sum(self._times.get(k, 0.0) for k in ("rollout", "outcome_reward", "ig_scoring"))
         self._metrics["train"]["time/update"].append(max(step - spent, 0.0))
         return loss

@@ -140,12 +140,14 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
         "time/ig_scoring",
         "ig/tokens_encoded",
         "time/update",
+        "time/step_cpu",
         "kl",
         "reward",
     ):
         assert key in step, key
     assert step["searches"] == 1.0 and step["well_formed"] == 1.0
     assert step["ig/tokens_encoded"] > 0 and step["time/outcome_reward"] >= 0
+    assert step["time/step_cpu"] > 0
     assert step["all_fail_groups"] == 0.5 and step["em"] == 0.25
     dev = [x for x in logs if "dev/em" in x]
     assert [x["step"] for x in dev] == [0, 1]  # before training and at the end
