@@ -156,6 +156,7 @@ def summarise(
         return [b["times"][key] / a["times"][key] for a, b in zip(g, ig, strict=True)]
 
     ratios, cpu_ratios = paired("step"), paired("step_cpu")
+    times = {"grpo": median_times(g), "ig_grpo": median_times(ig)}
     first = ig[0]
     return {
         "policy": label,
@@ -171,9 +172,8 @@ def summarise(
         "ratios": [round(r, 4) for r in ratios],
         "cpu_ratio_median": round(statistics.median(cpu_ratios), 4),
         "cpu_ratios": [round(r, 4) for r in cpu_ratios],
-        "scoring_ratio": scoring_ratio(median_times(g), median_times(ig)),
-        "grpo": {k: round(v, 3) for k, v in median_times(g).items()},
-        "ig_grpo": {k: round(v, 3) for k, v in median_times(ig).items()},
+        "scoring_ratio": scoring_ratio(times["grpo"], times["ig_grpo"]),
+        **{est: {k: round(v, 3) for k, v in t.items()} for est, t in times.items()},
         "ig_tokens": first["ig_tokens"],
         "sequence_tokens": first["sequence_tokens"],
         "counterfactual_sets": n_cf,
@@ -268,10 +268,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         f"{_machine.torch_header(m, ', TRL ' + m['trl'])} World: {report['world']}; "
         f"{report['questions']} questions per step, median over {report['reps']} alternating "
-        f"repetitions after {report.get('warmup', 0)} untimed step(s). Each step is one `trainer.train()` of a freshly built trainer (same policy "
-        "folder, config and seed), so both estimators roll out identical trajectories. Ratios are "
-        "IG-Search / GRPO of each alternating pair, in wall time and in the process' CPU time, "
-        "as median (lowest–highest). Two whole steps differ by more than IG's share from one pair "
+        f"repetitions after {report.get('warmup', 0)} untimed step(s). Each step is one "
+        "`trainer.train()` of a freshly built trainer (same policy folder, config and seed), so "
+        "both estimators roll out identical trajectories. Ratios are IG-Search / GRPO of each "
+        "alternating pair, in wall time and in the process' CPU time, as median (lowest–highest). "
+        "Two whole steps differ by more than IG's share from one pair "
         "to the next on this machine, so the table also gives 1 + IG/GRPO: the median IG scoring "
         "time over the median GRPO step, which is what IG adds when the rest of both steps (the "
         "same rollouts, the same update) costs the same. See benchmarks/ig_overhead.py for the "
@@ -285,7 +286,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     for r in rows:
         lines.append(
             f"| {r['policy']} | {r['weights']} | {r['params'] / 1e6:.2f}M | {r['group_size']} | "
-            f"{r['max_turns']} | {r['counterfactual_sets']} | {r['batch']} | {r['searches_per_rollout']} | "
+            f"{r['max_turns']} | {r['counterfactual_sets']} | {r['batch']} | "
+            f"{r['searches_per_rollout']} | "
             f"{'yes' if r['same_rollouts'] else 'NO'} | {r['grpo']['step']:.2f} | "
             f"{r['ig_grpo']['step']:.2f} | {_spread(r['ratio_median'], r['ratios'])} | "
             f"{_spread(r['cpu_ratio_median'], r['cpu_ratios'])} | {r['scoring_ratio']:.3f} | "
