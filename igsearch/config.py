@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -71,6 +72,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        return _float_text(value, where)
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp in (int, float) and isinstance(value, bool):
@@ -78,6 +81,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _float_text(value: str, where: str) -> float:
+    """A float written as text: YAML 1.1 reads `2e-4` (no dot) as a string, and people type it."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
@@ -218,7 +232,7 @@ class RolloutConfig:
 
 
 def _default_demo_weights() -> dict[str, float]:
-    return {"single_hop": 0.5, "bridge": 0.2, "comparison": 0.15, "compositional": 0.15}
+    return {"single_hop": 0.3, "bridge": 0.25, "comparison": 0.2, "compositional": 0.25}
 
 
 @dataclasses.dataclass(frozen=True)

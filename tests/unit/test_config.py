@@ -61,11 +61,22 @@ def test_unknown_key_suggests_the_closest_one():
         ({"files": "x"}, "expected a list"),
         ({"inner": 3}, "expected a mapping"),
         ({"inner": {"alpha": -1}}, "alpha must be >= 0"),
+        ({"inner": {"alpha": "fast"}}, "config.inner.alpha: expected a number"),
+        ({"inner": {"alpha": "nan"}}, "config.inner.alpha: expected a finite number"),
+        ({"clip": "inf"}, "config.clip: expected a finite number"),
     ],
 )
 def test_bad_values_fail_with_the_key_named(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(Outer, data)
+
+
+def test_exponent_floats_typed_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 reads 2e-4 (no dot) as a string, in files and overrides alike
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  alpha: 2e-4\n")
+    cfg = load_config(Outer, path, ["clip=3e-5"])
+    assert cfg.inner.alpha == 2e-4 and cfg.clip == 3e-5
 
 
 def test_override_syntax_errors():
