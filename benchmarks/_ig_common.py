@@ -26,7 +26,7 @@ from _scripted import ScriptTurns  # noqa: E402
 from igsearch.data.qa import read_qa  # noqa: E402
 from igsearch.protocol import get_tagset  # noqa: E402
 from igsearch.rollout.backends import HFGenerator  # noqa: E402
-from igsearch.rollout.loop import decode_ids, encode_block  # noqa: E402
+from igsearch.tokens import decode_ids, encode_block  # noqa: E402
 
 TAGS = get_tagset("search-r1")
 

@@ -25,7 +25,8 @@ from igsearch.protocol import TagSet
 from igsearch.retrieval.base import Hit
 from igsearch.rewards.info_gain import StepDocs, sample_counterfactuals
 from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
-from igsearch.rollout.loop import Trajectory, encode_block, observation_text
+from igsearch.rollout.loop import Trajectory, observation_text
+from igsearch.tokens import encode_block
 
 
 def answer_continuations(

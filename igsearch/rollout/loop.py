@@ -5,7 +5,7 @@ Searches of every row in a turn go to the retriever as one batch. Rows that fini
 batch. Ids are never re-derived from text: the trajectory holds exactly what the policy saw and
 produced, and spans / masks are computed on those ids.
 
-Segmentation contract (igsearch.train.sft_data tokenises demonstrations alike):
+Segmentation contract (igsearch.tokens; igsearch.train.sft_data tokenises demonstrations alike):
   ids = encode_prompt(tok, prompt, style)  [tokenizer(prompt)["input_ids"], special tokens as the
         tokenizer adds them; add_special_tokens=False for 'chat' prompts, whose template has them]
       + gen_1 + block_1 + gen_2 + block_2 + ... + gen_n
@@ -25,7 +25,7 @@ truncated=True. Documents longer than `max_obs_tokens` are cut by render_docs' t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,29 +41,34 @@ from igsearch.protocol import (
     render_docs,
 )
 from igsearch.retrieval.base import Hit
+from igsearch.tokens import (
+    cut_turn,
+    decode_ids,
+    encode_block,
+    encode_prompt,
+    policy_eos_ids,
+    token_span,
+)
+
+__all__ = [  # decode_ids and the encoders stay importable from here
+    "NullRetriever",
+    "Segment",
+    "Step",
+    "Trajectory",
+    "cut_turn",
+    "decode_ids",
+    "encode_block",
+    "encode_prompt",
+    "observation_text",
+    "run_rollouts",
+    "token_span",
+]
 
 if TYPE_CHECKING:
     from igsearch.retrieval.base import Retriever
     from igsearch.rollout.backends import Generator
 
-# ----------------------------------------------------------------------------- token helpers
-
-
-def decode_ids(tokenizer: Any, ids: Sequence[int]) -> str:
-    """Decode ids keeping protocol tags and special tokens (the text the parser reads)."""
-    return tokenizer.decode(
-        list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
-    )
-
-
-def encode_block(tokenizer: Any, text: str) -> list[int]:
-    """The ids of one inserted block (or one generated segment of a demonstration), encoded alone."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def encode_prompt(tokenizer: Any, prompt: str, style: str = "plain") -> list[int]:
-    """Prompt ids: the tokenizer's default special tokens, except for chat-template text."""
-    return list(tokenizer(prompt, add_special_tokens=style != "chat")["input_ids"])
+# ----------------------------------------------------------------------------- blocks
 
 
 def observation_text(
@@ -72,68 +77,6 @@ def observation_text(
     """The inserted block for a search's hits: documents cut to `max_obs_tokens`, then wrapped."""
     docs = render_docs(hits, max_obs_tokens, lambda s: len(encode_block(tokenizer, s)))
     return tags.wrap_info(docs)
-
-
-def _clean(tokenizer: Any, ids: Sequence[int], i: int, text: str) -> bool:
-    return text.startswith(decode_ids(tokenizer, ids[:i]))
-
-
-def boundary_after(tokenizer: Any, ids: Sequence[int], text: str, pos: int) -> int:
-    """Smallest i whose prefix ids[:i] decodes cleanly (no split character) to >= `pos` chars of `text`."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(decode_ids(tokenizer, ids[:mid])) >= pos:
-            hi = mid
-        else:
-            lo = mid + 1
-    while lo < len(ids) and not _clean(tokenizer, ids, lo, text):
-        lo += 1
-    return lo
-
-
-def boundary_before(tokenizer: Any, ids: Sequence[int], text: str, pos: int) -> int:
-    """Largest i whose prefix ids[:i] decodes cleanly to <= `pos` chars of `text`."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(decode_ids(tokenizer, ids[:mid])) <= pos:
-            lo = mid
-        else:
-            hi = mid - 1
-    while lo > 0 and not _clean(tokenizer, ids, lo, text):
-        lo -= 1
-    return lo
-
-
-def token_span(tokenizer: Any, ids: Sequence[int], start: int, end: int) -> tuple[int, int]:
-    """[a, b): every token of `ids` overlapping characters [start, end) of decode_ids(ids).
-
-    Byte-level tokens may split a UTF-8 character; such a character belongs to all its tokens.
-    """
-    text = decode_ids(tokenizer, ids)
-    return boundary_before(tokenizer, ids, text, start), boundary_after(tokenizer, ids, text, end)
-
-
-def cut_turn(
-    tokenizer: Any, ids: Sequence[int], stop_strings: Iterable[str], eos_ids: Iterable[int]
-) -> tuple[list[int], str, str]:
-    """Cut one turn's generated ids right after the first stop string, or after the first EOS.
-
-    Returns (ids, text without a final EOS, how it ended: "stop" | "eos" | "length"). The token
-    that completes the stop string is kept whole.
-    """
-    ids, eos_ids, ended = list(ids), set(eos_ids), "length"
-    at = next((i for i, t in enumerate(ids) if t in eos_ids), None)
-    if at is not None:
-        ids, ended = ids[: at + 1], "eos"
-    body = ids[:-1] if ended == "eos" else ids
-    text = decode_ids(tokenizer, body)
-    ends = [text.find(s) + len(s) for s in stop_strings if s and s in text]
-    if ends:
-        body = body[: boundary_after(tokenizer, body, text, min(ends))]
-        return body, decode_ids(tokenizer, body), "stop"
-    return ids, text, ended
 
 
 # ----------------------------------------------------------------------------- records
@@ -356,14 +299,6 @@ def _retrieve(rows: list[_Row], turn: int, ctx: _Ctx) -> None:
             row.steps.append(Step(action.query, span, (start, start + len(block)), hits, turn))
 
 
-def _eos_ids(generator: Any) -> frozenset[int]:
-    ids = getattr(generator, "eos_token_ids", None)
-    if ids is None:
-        eos = generator.tokenizer.eos_token_id
-        ids = [] if eos is None else [eos]
-    return frozenset(ids)
-
-
 def _turn_seed(seed: int, turn: int) -> int:
     return (seed * 1_000_003 + turn) % (2**31 - 1)
 
@@ -397,7 +332,7 @@ def run_rollouts(
     (pass the training step to draw fresh samples). Returns one Trajectory per prompt, in order.
     """
     tok = generator.tokenizer
-    ctx = _Ctx(tok, get_tagset(cfg.tagset), cfg, retriever, _eos_ids(generator))
+    ctx = _Ctx(tok, get_tagset(cfg.tagset), cfg, retriever, policy_eos_ids(generator))
     rows = [
         _Row(encode_prompt(tok, p, cfg.prompt_style), p)
         if isinstance(p, str)
