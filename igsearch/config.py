@@ -22,6 +22,19 @@ from igsearch.errors import IGSearchError
 T = TypeVar("T")
 
 
+POLICY_INFO = "igsearch.json"
+"""The file of a policy folder recording how the policy expects to be rolled out (prompt style,
+rendering, tag set, top-k) and how it was trained."""
+
+
+def read_policy_info(folder: str | Path) -> dict[str, Any]:
+    """A policy folder's `POLICY_INFO`, or {} for a folder that has none (e.g. a hub model)."""
+    import json
+
+    path = Path(folder) / POLICY_INFO
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 class ConfigError(IGSearchError, ValueError):
     """A configuration file or override is invalid; the message says which key and how to fix it."""
 
