@@ -12,8 +12,8 @@ Segmentation contract (igsearch.tokens; igsearch.train.sft_data tokenises demons
   gen_i: the ids generated in turn i, cut right after the first stop string (an EOS is kept and ends
   the row; nothing is appended after `</answer>`). block_i: each inserted text encoded ALONE by
   `encode_block` (add_special_tokens=False): `observation_text(...)` after a search
-  (= tags.wrap_info(render_docs(hits, max_obs_tokens))), `tags.invalid_message` after an invalid
-  turn, then `tags.final_turn_message` (its own block) once the turn budget is spent.
+  (= wrap_observation(tags, render_docs(hits, max_obs_tokens, rendering), rendering)),
+  `invalid_message(tags, rendering)` after an invalid turn, then `tags.final_turn_message` (its own block) once the turn budget is spent.
 
 Turn budget: searches and invalid turns count against `max_turns`; when it is spent the final-turn
 message is inserted and one last turn must answer (a search there is not run; the row ends with
@@ -36,9 +36,11 @@ from igsearch.protocol import (
     Search,
     TagSet,
     get_tagset,
+    invalid_message,
     normalize_query,
     parse_action,
     render_docs,
+    wrap_observation,
 )
 from igsearch.retrieval.base import Hit
 from igsearch.tokens import (
@@ -72,11 +74,16 @@ if TYPE_CHECKING:
 
 
 def observation_text(
-    tokenizer: Any, tags: TagSet, hits: Sequence[Hit], max_obs_tokens: int | None
+    tokenizer: Any,
+    tags: TagSet,
+    hits: Sequence[Hit],
+    max_obs_tokens: int | None,
+    rendering: str = "igsearch",
 ) -> str:
     """The inserted block for a search's hits: documents cut to `max_obs_tokens`, then wrapped."""
-    docs = render_docs(hits, max_obs_tokens, lambda s: len(encode_block(tokenizer, s)))
-    return tags.wrap_info(docs)
+    count = lambda s: len(encode_block(tokenizer, s))  # noqa: E731
+    docs = render_docs(hits, max_obs_tokens, count, rendering)
+    return wrap_observation(tags, docs, rendering)
 
 
 # ----------------------------------------------------------------------------- records
@@ -249,6 +256,8 @@ class _Ctx:
     cfg: RolloutConfig
     retriever: Any
     eos_ids: frozenset[int]
+    invalid: str = ""
+    """The invalid-turn message in the configured rendering."""
 
 
 _ACTION_KINDS = {Search: "search", Answer: "answer"}
@@ -276,7 +285,7 @@ def _take_turn(row: _Row, out: Sequence[int], limit: int, ctx: _Ctx) -> None:
         row.pending = (action, (start + a, start + b))
     else:
         row.used += 1
-        row.append(encode_block(ctx.tok, ctx.tags.invalid_message), "invalid", ctx.cfg)
+        row.append(encode_block(ctx.tok, ctx.invalid), "invalid", ctx.cfg)
 
 
 def _retrieve(rows: list[_Row], turn: int, ctx: _Ctx) -> None:
@@ -291,7 +300,8 @@ def _retrieve(rows: list[_Row], turn: int, ctx: _Ctx) -> None:
         (action, span), row.pending = row.pending, None
         hits = list(hits)[: ctx.cfg.topk]
         block = encode_block(
-            ctx.tok, observation_text(ctx.tok, ctx.tags, hits, ctx.cfg.max_obs_tokens)
+            ctx.tok,
+            observation_text(ctx.tok, ctx.tags, hits, ctx.cfg.max_obs_tokens, ctx.cfg.rendering),
         )
         start = len(row.response)
         row.used += 1
@@ -332,7 +342,9 @@ def run_rollouts(
     (pass the training step to draw fresh samples). Returns one Trajectory per prompt, in order.
     """
     tok = generator.tokenizer
-    ctx = _Ctx(tok, get_tagset(cfg.tagset), cfg, retriever, policy_eos_ids(generator))
+    tags = get_tagset(cfg.tagset)
+    invalid = invalid_message(tags, cfg.rendering)
+    ctx = _Ctx(tok, tags, cfg, retriever, policy_eos_ids(generator), invalid)
     rows = [
         _Row(encode_prompt(tok, p, cfg.prompt_style), p)
         if isinstance(p, str)
