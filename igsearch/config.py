@@ -430,7 +430,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AlgoConfig:
-    """Advantage estimator and information-gain settings (DESIGN.md section 2)."""
+    """Advantage estimator and information-gain settings (docs/design.md, The algorithm)."""
 
     estimator: str = "ig_grpo"
     """Registered estimator: grpo, ig_grpo or ig_grpo_empty (igsearch.algo.advantages)."""

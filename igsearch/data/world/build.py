@@ -259,8 +259,8 @@ def read_demos(path: str | Path) -> list[dict[str, Any]]:
 
 def unseen_name_token_share(world: str | Path, split: str = "test") -> float:
     """Share of the tokens of `split`'s subject names (written after a space, as in a query) that
-    never occur in the demonstrations' generated segments. DESIGN.md section 8: keep it near 0, or
-    the policy cannot write a held-out name into a query."""
+    never occur in the demonstrations' generated segments. Keep it near 0 (docs/design.md, Tiny
+    policies), or the policy cannot write a held-out name into a query."""
     from igsearch.data.qa import read_qa_jsonl
     from igsearch.tokenizer import load_tokenizer
 
