@@ -13,7 +13,9 @@ Segmentation contract (igsearch.tokens; igsearch.train.sft_data tokenises demons
   the row; nothing is appended after `</answer>`). block_i: each inserted text encoded ALONE by
   `encode_block` (add_special_tokens=False): `observation_text(...)` after a search
   (= wrap_observation(tags, render_docs(hits, max_obs_tokens, rendering), rendering)),
-  `invalid_message(tags, rendering)` after an invalid turn, then `tags.final_turn_message` (its own block) once the turn budget is spent.
+  `invalid_message(tags, rendering)` after an invalid turn, then `tags.final_turn_message` (its
+  own block) once the turn budget is spent; `rendering` is cfg.rendering (docs/design.md,
+  Renderings).
 
 Turn budget: searches and invalid turns count against `max_turns`; when it is spent the final-turn
 message is inserted and one last turn must answer (a search there is not run; the row ends with
@@ -80,7 +82,8 @@ def observation_text(
     max_obs_tokens: int | None,
     rendering: str = "igsearch",
 ) -> str:
-    """The inserted block for a search's hits: documents cut to `max_obs_tokens`, then wrapped."""
+    """The inserted block for a search's hits in `rendering`: documents cut to `max_obs_tokens`,
+    then wrapped."""
     count = lambda s: len(encode_block(tokenizer, s))  # noqa: E731
     docs = render_docs(hits, max_obs_tokens, count, rendering)
     return wrap_observation(tags, docs, rendering)
