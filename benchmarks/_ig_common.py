@@ -26,7 +26,7 @@ from _scripted import ScriptTurns  # noqa: E402
 from igsearch.data.qa import read_qa  # noqa: E402
 from igsearch.protocol import get_tagset  # noqa: E402
 from igsearch.rollout.backends import HFGenerator  # noqa: E402
-from igsearch.rollout.loop import decode_ids, encode_block  # noqa: E402
+from igsearch.tokens import decode_ids, encode_block  # noqa: E402
 
 TAGS = get_tagset("search-r1")
 
@@ -59,7 +59,8 @@ def ensure_world(world: Path | None, tmp: Path) -> Path:
 
 def untrained_policy(preset: str, world: Path, out: Path, seed: int = 0) -> Path:
     """A randomly initialised `preset` policy with the world's tokenizer, saved to `out`."""
-    from igsearch.train.models import init_model, load_tokenizer
+    from igsearch.tokenizer import load_tokenizer
+    from igsearch.train.models import init_model
 
     tok = load_tokenizer(world / "tokenizer")
     init_model(preset, tok, seed=seed).save_pretrained(out)
@@ -68,12 +69,13 @@ def untrained_policy(preset: str, world: Path, out: Path, seed: int = 0) -> Path
 
 
 def policy_preset(policy: Path) -> str:
-    """The preset name a policy folder records (igsearch.json), else its hidden size."""
+    """The preset name a policy folder records (POLICY_INFO), else its hidden size."""
     import json
 
-    info = policy / "igsearch.json"
-    if info.exists():
-        return json.loads(info.read_text()).get("preset", policy.name)
+    from igsearch.config import POLICY_INFO, read_policy_info
+
+    if (policy / POLICY_INFO).exists():
+        return read_policy_info(policy).get("preset", policy.name)
     cfg = json.loads((policy / "config.json").read_text())
     return f"hidden{cfg.get('hidden_size')}x{cfg.get('num_hidden_layers')}"
 

@@ -45,7 +45,7 @@ TARGET_SHAPE = (5, 4)
 
 import torch  # noqa: E402
 
-from igsearch.config import AlgoConfig, TrainConfig, from_dict  # noqa: E402
+from igsearch.config import AlgoConfig, TrainConfig, from_dict, read_policy_info  # noqa: E402
 from igsearch.train.models import count_parameters  # noqa: E402
 from igsearch.train.rl import build_trainer  # noqa: E402
 
@@ -54,8 +54,7 @@ DEFAULT_SETS = AlgoConfig().n_counterfactuals
 
 def policy_settings(policy: Path) -> dict[str, Any]:
     """Rollout settings a policy folder records (prompt style, top-k), with the nano defaults."""
-    info = policy / "igsearch.json"
-    meta = json.loads(info.read_text()) if info.exists() else {}
+    meta = read_policy_info(policy)
     return {"prompt_style": meta.get("prompt_style", "bare"), "topk": meta.get("topk", 3)}
 
 

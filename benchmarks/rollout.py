@@ -39,8 +39,10 @@ from igsearch.protocol import build_prompt, get_tagset  # noqa: E402
 from igsearch.retrieval.base import TimedRetriever  # noqa: E402
 from igsearch.retrieval.index import build_index, load_index  # noqa: E402
 from igsearch.rollout.backends import HFGenerator  # noqa: E402
-from igsearch.rollout.loop import encode_block, run_rollouts  # noqa: E402
-from igsearch.train.models import count_parameters, init_model, train_tokenizer  # noqa: E402
+from igsearch.rollout.loop import run_rollouts  # noqa: E402
+from igsearch.tokenizer import train_tokenizer  # noqa: E402
+from igsearch.tokens import encode_block  # noqa: E402
+from igsearch.train.models import count_parameters, init_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TAGS = get_tagset("search-r1")

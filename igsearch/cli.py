@@ -216,7 +216,7 @@ def ask(
     retriever = open_retriever(index_dir, retriever_url)
     hf_logging.disable_progress_bar()  # keep the trajectory the only output
     policy, tokenizer = load_policy(model, device=device)
-    prompt = build_prompt(question, cfg.tagset, cfg.prompt_style, tokenizer)
+    prompt = build_prompt(question, cfg.tagset, cfg.prompt_style, tokenizer, cfg.rendering)
     [traj] = run_rollouts([prompt], HFGenerator(policy, tokenizer), retriever, cfg)
     print_trajectory(console, traj, tokenizer, cfg.tagset, question=question)
 

@@ -23,6 +23,19 @@ from igsearch.errors import IGSearchError
 T = TypeVar("T")
 
 
+POLICY_INFO = "igsearch.json"
+"""The file of a policy folder recording how the policy expects to be rolled out (prompt style,
+rendering, tag set, top-k) and how it was trained."""
+
+
+def read_policy_info(folder: str | Path) -> dict[str, Any]:
+    """A policy folder's `POLICY_INFO`, or {} for a folder that has none (e.g. a hub model)."""
+    import json
+
+    path = Path(folder) / POLICY_INFO
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 class ConfigError(IGSearchError, ValueError):
     """A configuration file or override is invalid; the message says which key and how to fix it."""
 
@@ -174,6 +187,9 @@ class RolloutConfig:
     """Protocol tag set: 'search-r1' (think/search/information/answer) or 'autorefine'."""
     prompt_style: typing.Literal["plain", "chat", "bare"] = "plain"
     """Prompt template: 'plain' (base models), 'chat' (tokenizer chat template), 'bare' (question only)."""
+    rendering: str | None = None
+    """Prompt, document and message strings: 'search-r1' (Search-R1's exact bytes) or 'igsearch'
+    (the synthetic world's); None: search-r1 for plain/chat prompts with the search-r1 tag set."""
     topk: int = 3
     """Documents retrieved per search query."""
     max_turns: int = 4
@@ -204,6 +220,7 @@ class RolloutConfig:
             raise ConfigError(
                 f"rollout.prompt_style: {self.prompt_style!r}; choose 'plain', 'chat' or 'bare'"
             )
+        self._resolve_rendering()
         if self.topk < 1:
             raise ConfigError(
                 f"rollout.topk={self.topk}: must be >= 1 (use NullRetriever for a no-retrieval baseline)"
@@ -229,6 +246,17 @@ class RolloutConfig:
             raise ConfigError(f"rollout.temperature={self.temperature}: must be >= 0 (0 = greedy)")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rollout.top_p={self.top_p}: must be in (0, 1]")
+
+    def _resolve_rendering(self) -> None:
+        """Fill `rendering` from the prompt style and tag set when unset; check it otherwise."""
+        from igsearch.protocol import check_rendering, default_rendering
+
+        if self.rendering is None:
+            object.__setattr__(self, "rendering", default_rendering(self.prompt_style, self.tagset))
+        try:
+            check_rendering(self.rendering, self.tagset)
+        except IGSearchError as e:
+            raise ConfigError(f"rollout.rendering: {e}") from None
 
 
 def _default_demo_weights() -> dict[str, float]:
@@ -416,7 +444,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AlgoConfig:
-    """Advantage estimator and information-gain settings (DESIGN.md section 2)."""
+    """Advantage estimator and information-gain settings (docs/design.md, The algorithm)."""
 
     estimator: str = "ig_grpo"
     """Registered estimator: grpo, ig_grpo or ig_grpo_empty (igsearch.algo.advantages)."""

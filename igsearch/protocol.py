@@ -5,6 +5,13 @@ Two tag sets ship in a registry: `search-r1` (think / search / information / ans
 `</search>` or `</answer>` (or EOS); igsearch inserts retrieved documents, rendered one per line as
 `Doc i(Title: ...) text`, inside the tag set's information tag.
 
+Two renderings (`RENDERINGS`) write the prompt, the documents and the invalid-turn message:
+`search-r1` reproduces Search-R1's strings byte for byte (its base-model training prompt, its
+`Doc i(Title: <first line of contents>) <rest>` lines, stripped, right inside `<information>`), so
+Search-R1 checkpoints and data work unchanged; `igsearch` is the compact form the synthetic world's
+demonstrations and tiny policies are written in (titles unquoted, a new line before the closing
+tag). `default_rendering` picks search-r1 for plain and chat prompts with the search-r1 tag set.
+
 The text helpers here are pure; the rollout loop (igsearch.rollout.loop) tokenises the blocks they
 render once and appends ids, never re-tokenising a whole trajectory.
 """
@@ -91,6 +98,64 @@ def get_tagset(name: str | TagSet) -> TagSet:
     return TAG_SETS[name]
 
 
+# ----------------------------------------------------------------------------- renderings
+
+RENDERINGS = ("igsearch", "search-r1")
+"""How prompts, documents and fixed messages are written (see the module docstring)."""
+
+SEARCH_R1_INSTRUCTIONS = (
+    "Answer the given question. You must conduct reasoning inside <think> and </think> first "
+    "every time you get new information. After reasoning, if you find you lack some knowledge, "
+    "you can call a search engine by <search> query </search> and it will return the top searched "
+    "results between <information> and </information>. You can search as many times as your want. "
+    "If you find no further external knowledge needed, you can directly provide the answer inside "
+    "<answer> and </answer>, without detailed illustrations. "
+    "For example, <answer> Beijing </answer>."
+)
+"""Search-R1's base-model instructions, verbatim (its spelling included)."""
+
+SEARCH_R1_INVALID = (
+    "\nMy previous action is invalid. If I want to search, I should put the query between "
+    "<search> and </search>. If I want to give the final answer, I should put the answer between "
+    "<answer> and </answer>. Let me try again.\n"
+)
+"""Search-R1's observation after a turn that is neither a search nor an answer, verbatim."""
+
+
+def check_rendering(name: str, tags: TagSet | str = "search-r1") -> str:
+    """`name` when it is a rendering the tag set can use; otherwise one line saying what to pick."""
+    if name not in RENDERINGS:
+        raise IGSearchError(f"unknown rendering {name!r}; choose one of: {', '.join(RENDERINGS)}")
+    if name == "search-r1" and get_tagset(tags) != TAG_SETS["search-r1"]:
+        raise IGSearchError(
+            "rendering 'search-r1' writes Search-R1's tags; with tag set "
+            f"{get_tagset(tags).name!r} use rendering 'igsearch'"
+        )
+    return name
+
+
+def default_rendering(prompt_style: str, tags: TagSet | str = "search-r1") -> str:
+    """search-r1 for plain and chat prompts with the search-r1 tag set, igsearch otherwise."""
+    exact = prompt_style in ("plain", "chat") and get_tagset(tags) == TAG_SETS["search-r1"]
+    return "search-r1" if exact else "igsearch"
+
+
+def invalid_message(tags: TagSet, rendering: str = "igsearch") -> str:
+    """The observation inserted after an invalid turn, in `rendering`."""
+    return (
+        SEARCH_R1_INVALID
+        if check_rendering(rendering, tags) == "search-r1"
+        else tags.invalid_message
+    )
+
+
+def wrap_observation(tags: TagSet, docs_text: str, rendering: str = "igsearch") -> str:
+    """The inserted block for rendered documents: search-r1 strips them, igsearch keeps them."""
+    if check_rendering(rendering, tags) == "search-r1":
+        docs_text = docs_text.strip()
+    return tags.wrap_info(docs_text)
+
+
 # ----------------------------------------------------------------------------- prompts
 
 
@@ -111,21 +176,40 @@ def instructions(tags: TagSet) -> str:
     )
 
 
+def search_r1_prompt(question: str) -> str:
+    """Search-R1's training prompt: its question clean-up (stripped, "?" added) and template."""
+    question = question.strip()
+    if not question.endswith("?"):
+        question += "?"
+    return f"{SEARCH_R1_INSTRUCTIONS} Question: {question}\n"
+
+
 def build_prompt(
-    question: str, tags: TagSet | str = "search-r1", style: str = "plain", tokenizer: Any = None
+    question: str,
+    tags: TagSet | str = "search-r1",
+    style: str = "plain",
+    tokenizer: Any = None,
+    rendering: str | None = None,
 ) -> str:
     """The prompt text for a question.
 
-    `style="plain"` is for base models (instructions, then "Question: ...", then a new line);
+    `style="plain"` is for base models (instructions, then the question, then a new line);
     `style="chat"` puts the same text in a user message through the tokenizer's chat template with
     the generation prompt added; `style="bare"` is "Question: ...\n" alone, for policies trained
-    from scratch on demonstrations, to which the instructions carry no information.
+    from scratch on demonstrations, to which the instructions carry no information. With
+    `rendering` 'search-r1' (the default for plain and chat, see `default_rendering`) the text is
+    `search_r1_prompt`.
     """
     tags = get_tagset(tags)
     question_line = f"Question: {question.strip()}\n"
-    user = f"{instructions(tags)}\n{question_line}"
     if style == "bare":
         return question_line
+    if rendering is None:
+        rendering = default_rendering(style, tags)
+    if check_rendering(rendering, tags) == "search-r1":
+        user = search_r1_prompt(question)
+    else:
+        user = f"{instructions(tags)}\n{question_line}"
     if style == "plain":
         return user
     if style == "chat":
@@ -244,6 +328,7 @@ def extract_answer(response_text: str, tags: TagSet | str = "search-r1") -> str 
 class _HitLike(Protocol):
     title: str
     text: str
+    contents: str
 
 
 def render_doc(i: int, title: str, text: str) -> str:
@@ -251,17 +336,29 @@ def render_doc(i: int, title: str, text: str) -> str:
     return f"Doc {i}(Title: {title}) {text}"
 
 
+def render_doc_search_r1(i: int, contents: str) -> str:
+    """Search-R1's document line: the first line of `contents` as the title (quotes kept), the rest
+    (new lines kept) as the text; a contents without a new line is all title."""
+    title, _, text = contents.partition("\n")
+    return render_doc(i, title, text)
+
+
 def render_docs(
     hits: Sequence[_HitLike],
     max_tokens: int | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    rendering: str = "igsearch",
 ) -> str:
     """Render hits one per line, numbered from 1, ending with a new line.
 
+    igsearch lines read the hits' parsed title and text, search-r1 lines their raw contents.
     With `max_tokens` and `count_tokens`, whole documents are kept while they fit, and the first
     document that does not fit is cut at a word boundary; the rest are dropped.
     """
-    lines = [render_doc(i, h.title, h.text) for i, h in enumerate(hits, start=1)]
+    if rendering == "search-r1":
+        lines = [render_doc_search_r1(i, h.contents) for i, h in enumerate(hits, start=1)]
+    else:
+        lines = [render_doc(i, h.title, h.text) for i, h in enumerate(hits, start=1)]
     text = "".join(line + "\n" for line in lines)
     if max_tokens is None or count_tokens is None or count_tokens(text) <= max_tokens:
         return text

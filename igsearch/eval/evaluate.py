@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from igsearch.config import RolloutConfig
+from igsearch.config import RolloutConfig, read_policy_info
 from igsearch.data.qa import QAExample
 from igsearch.protocol import build_prompt
 from igsearch.retrieval.base import Retriever
@@ -76,7 +76,9 @@ def evaluate_examples(
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         prompts = [
-            build_prompt(ex.question, cfg.tagset, cfg.prompt_style, generator.tokenizer)
+            build_prompt(
+                ex.question, cfg.tagset, cfg.prompt_style, generator.tokenizer, cfg.rendering
+            )
             for ex in chunk
         ]
         t0 = time.perf_counter()
@@ -136,13 +138,9 @@ def evaluate_sets(
 
 
 def policy_rollout_config(model_dir: str | Path, **overrides: Any) -> RolloutConfig:
-    """Greedy rollout settings for a policy: its `igsearch.json` (prompt style, tag set, top-k) when
-    it has one, then the given overrides (None values are ignored)."""
-    import json
-    from pathlib import Path
-
-    info_path = Path(model_dir) / "igsearch.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    fields = {k: info[k] for k in ("prompt_style", "tagset", "topk") if k in info}
+    """Greedy rollout settings for a policy: its POLICY_INFO (prompt style, rendering, tag set,
+    top-k) when it has one, then the given overrides (None values are ignored)."""
+    info = read_policy_info(model_dir)
+    fields = {k: info[k] for k in ("prompt_style", "rendering", "tagset", "topk") if k in info}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return RolloutConfig(**{**fields, "temperature": 0.0})

@@ -25,7 +25,8 @@ from igsearch.protocol import TagSet
 from igsearch.retrieval.base import Hit
 from igsearch.rewards.info_gain import StepDocs, sample_counterfactuals
 from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
-from igsearch.rollout.loop import Trajectory, encode_block, observation_text
+from igsearch.rollout.loop import Trajectory, observation_text
+from igsearch.tokens import encode_block
 
 
 def answer_continuations(
@@ -40,17 +41,27 @@ def answer_continuations(
 class BlockTokens:
     """Token ids of the information block around a document set, tokenised once per set.
 
-    Keyed by the documents' titles and texts, which is all the rendered block reads.
+    Rendered as the rollout loop renders a search's documents (same `rendering`), keyed by the
+    documents' raw contents, which is all either rendering reads.
     """
 
-    def __init__(self, tokenizer: Any, tags: TagSet, max_obs_tokens: int | None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        tags: TagSet,
+        max_obs_tokens: int | None,
+        rendering: str = "igsearch",
+    ):
         self.tokenizer, self.tags, self.max_obs_tokens = tokenizer, tags, max_obs_tokens
-        self.memo: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        self.rendering = rendering
+        self.memo: dict[tuple[str, ...], list[int]] = {}
 
     def __call__(self, docs: Sequence[Hit]) -> list[int]:
-        key = tuple((d.title, d.text) for d in docs)
+        key = tuple(d.contents for d in docs)
         if key not in self.memo:
-            text = observation_text(self.tokenizer, self.tags, docs, self.max_obs_tokens)
+            text = observation_text(
+                self.tokenizer, self.tags, docs, self.max_obs_tokens, self.rendering
+            )
             self.memo[key] = encode_block(self.tokenizer, text)
         return self.memo[key]
 
@@ -70,12 +81,14 @@ def compute_step_ig(
     max_obs_tokens: int | None = None,
     fallback: Callable[[np.random.Generator, int], Sequence[Hit]] | None = None,
     skip_empty_queries: bool = True,
+    rendering: str = "igsearch",
 ) -> list[list[float]]:
     """IG per search step of each trajectory: result[i][t] for rollout i, step t.
 
     `questions[i]` keys rollout i's question (documents retrieved for the same question never serve
     as its counterfactuals). Steps whose query span is empty cannot change any advantage and get 0
-    without being scored when `skip_empty_queries`.
+    without being scored when `skip_empty_queries`. `rendering` must be the rollouts' own
+    (RolloutConfig.rendering), so that a counterfactual block is written as the real one was.
     """
     refs = [(i, t) for i, tr in enumerate(trajectories) for t in range(len(tr.steps))]
     cf_sets = sample_counterfactuals(
@@ -86,7 +99,7 @@ def compute_step_ig(
         fallback=fallback,
     )
     out: list[list[float]] = [[0.0] * len(tr.steps) for tr in trajectories]
-    block_of = BlockTokens(tokenizer, tags, max_obs_tokens)
+    block_of = BlockTokens(tokenizer, tags, max_obs_tokens, rendering)
     answers_of: dict[tuple[str, ...], tuple[list[list[int]], list[int]]] = {}
     requests, slots = [], []
     for (i, t), sets in zip(refs, cf_sets, strict=True):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from igsearch.errors import IGSearchError
-from igsearch.rollout.loop import cut_turn
+from igsearch.tokens import cut_turn, eos_ids
 
 
 @runtime_checkable
@@ -38,19 +38,6 @@ class Generator(Protocol):
     ) -> list[list[int]]:
         """New ids per row (at most `max_new_tokens`), cut after a stop string or EOS; 0 = greedy."""
         ...
-
-
-def _eos_ids(*values: Any) -> frozenset[int]:
-    """The EOS ids named by a tokenizer and a generation config (each an int, a list, or None)."""
-    ids: set[int] = set()
-    for value in values:
-        if isinstance(value, int):
-            ids.add(value)
-        elif value is not None:
-            ids.update(int(v) for v in value)
-    if not ids:
-        raise IGSearchError("the tokenizer and model define no EOS token; set tokenizer.eos_token")
-    return frozenset(ids)
 
 
 class _StopOnStrings:
@@ -94,7 +81,7 @@ class HFGenerator:
         self.device = next(self.model.parameters()).device
         self.tokenizer = tokenizer
         gen_config = getattr(model, "generation_config", None)
-        self.eos_token_ids = _eos_ids(
+        self.eos_token_ids = eos_ids(
             tokenizer.eos_token_id, getattr(gen_config, "eos_token_id", None)
         )
         pad = tokenizer.pad_token_id
@@ -205,7 +192,7 @@ class VLLMGenerator:
             raise IGSearchError(f"VLLMGenerator needs a CUDA GPU and none is visible: {VLLM_HINT}")
         self.llm = vllm.LLM(model=str(model), **llm_kwargs)
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
-        self.eos_token_ids = _eos_ids(self.tokenizer.eos_token_id, _generation_eos(str(model)))
+        self.eos_token_ids = eos_ids(self.tokenizer.eos_token_id, _generation_eos(str(model)))
 
     def generate(
         self,

@@ -5,15 +5,17 @@ Searches of every row in a turn go to the retriever as one batch. Rows that fini
 batch. Ids are never re-derived from text: the trajectory holds exactly what the policy saw and
 produced, and spans / masks are computed on those ids.
 
-Segmentation contract (igsearch.train.sft_data tokenises demonstrations alike):
+Segmentation contract (igsearch.tokens; igsearch.train.sft_data tokenises demonstrations alike):
   ids = encode_prompt(tok, prompt, style)  [tokenizer(prompt)["input_ids"], special tokens as the
         tokenizer adds them; add_special_tokens=False for 'chat' prompts, whose template has them]
       + gen_1 + block_1 + gen_2 + block_2 + ... + gen_n
   gen_i: the ids generated in turn i, cut right after the first stop string (an EOS is kept and ends
   the row; nothing is appended after `</answer>`). block_i: each inserted text encoded ALONE by
   `encode_block` (add_special_tokens=False): `observation_text(...)` after a search
-  (= tags.wrap_info(render_docs(hits, max_obs_tokens))), `tags.invalid_message` after an invalid
-  turn, then `tags.final_turn_message` (its own block) once the turn budget is spent.
+  (= wrap_observation(tags, render_docs(hits, max_obs_tokens, rendering), rendering)),
+  `invalid_message(tags, rendering)` after an invalid turn, then `tags.final_turn_message` (its
+  own block) once the turn budget is spent; `rendering` is cfg.rendering (docs/design.md,
+  Renderings).
 
 Turn budget: searches and invalid turns count against `max_turns`; when it is spent the final-turn
 message is inserted and one last turn must answer (a search there is not run; the row ends with
@@ -25,7 +27,7 @@ truncated=True. Documents longer than `max_obs_tokens` are cut by render_docs' t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,104 +38,55 @@ from igsearch.protocol import (
     Search,
     TagSet,
     get_tagset,
+    invalid_message,
     normalize_query,
     parse_action,
     render_docs,
+    wrap_observation,
 )
 from igsearch.retrieval.base import Hit
+from igsearch.tokens import (
+    cut_turn,
+    decode_ids,
+    encode_block,
+    encode_prompt,
+    policy_eos_ids,
+    token_span,
+)
+
+__all__ = [  # decode_ids and the encoders stay importable from here
+    "NullRetriever",
+    "Segment",
+    "Step",
+    "Trajectory",
+    "cut_turn",
+    "decode_ids",
+    "encode_block",
+    "encode_prompt",
+    "observation_text",
+    "run_rollouts",
+    "token_span",
+]
 
 if TYPE_CHECKING:
     from igsearch.retrieval.base import Retriever
     from igsearch.rollout.backends import Generator
 
-# ----------------------------------------------------------------------------- token helpers
-
-
-def decode_ids(tokenizer: Any, ids: Sequence[int]) -> str:
-    """Decode ids keeping protocol tags and special tokens (the text the parser reads)."""
-    return tokenizer.decode(
-        list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
-    )
-
-
-def encode_block(tokenizer: Any, text: str) -> list[int]:
-    """The ids of one inserted block (or one generated segment of a demonstration), encoded alone."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def encode_prompt(tokenizer: Any, prompt: str, style: str = "plain") -> list[int]:
-    """Prompt ids: the tokenizer's default special tokens, except for chat-template text."""
-    return list(tokenizer(prompt, add_special_tokens=style != "chat")["input_ids"])
+# ----------------------------------------------------------------------------- blocks
 
 
 def observation_text(
-    tokenizer: Any, tags: TagSet, hits: Sequence[Hit], max_obs_tokens: int | None
+    tokenizer: Any,
+    tags: TagSet,
+    hits: Sequence[Hit],
+    max_obs_tokens: int | None,
+    rendering: str = "igsearch",
 ) -> str:
-    """The inserted block for a search's hits: documents cut to `max_obs_tokens`, then wrapped."""
-    docs = render_docs(hits, max_obs_tokens, lambda s: len(encode_block(tokenizer, s)))
-    return tags.wrap_info(docs)
-
-
-def _clean(tokenizer: Any, ids: Sequence[int], i: int, text: str) -> bool:
-    return text.startswith(decode_ids(tokenizer, ids[:i]))
-
-
-def boundary_after(tokenizer: Any, ids: Sequence[int], text: str, pos: int) -> int:
-    """Smallest i whose prefix ids[:i] decodes cleanly (no split character) to >= `pos` chars of `text`."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(decode_ids(tokenizer, ids[:mid])) >= pos:
-            hi = mid
-        else:
-            lo = mid + 1
-    while lo < len(ids) and not _clean(tokenizer, ids, lo, text):
-        lo += 1
-    return lo
-
-
-def boundary_before(tokenizer: Any, ids: Sequence[int], text: str, pos: int) -> int:
-    """Largest i whose prefix ids[:i] decodes cleanly to <= `pos` chars of `text`."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(decode_ids(tokenizer, ids[:mid])) <= pos:
-            lo = mid
-        else:
-            hi = mid - 1
-    while lo > 0 and not _clean(tokenizer, ids, lo, text):
-        lo -= 1
-    return lo
-
-
-def token_span(tokenizer: Any, ids: Sequence[int], start: int, end: int) -> tuple[int, int]:
-    """[a, b): every token of `ids` overlapping characters [start, end) of decode_ids(ids).
-
-    Byte-level tokens may split a UTF-8 character; such a character belongs to all its tokens.
-    """
-    text = decode_ids(tokenizer, ids)
-    return boundary_before(tokenizer, ids, text, start), boundary_after(tokenizer, ids, text, end)
-
-
-def cut_turn(
-    tokenizer: Any, ids: Sequence[int], stop_strings: Iterable[str], eos_ids: Iterable[int]
-) -> tuple[list[int], str, str]:
-    """Cut one turn's generated ids right after the first stop string, or after the first EOS.
-
-    Returns (ids, text without a final EOS, how it ended: "stop" | "eos" | "length"). The token
-    that completes the stop string is kept whole.
-    """
-    ids, eos_ids, ended = list(ids), set(eos_ids), "length"
-    at = next((i for i, t in enumerate(ids) if t in eos_ids), None)
-    if at is not None:
-        ids, ended = ids[: at + 1], "eos"
-    body = ids[:-1] if ended == "eos" else ids
-    text = decode_ids(tokenizer, body)
-    ends = [text.find(s) + len(s) for s in stop_strings if s and s in text]
-    if ends:
-        body = body[: boundary_after(tokenizer, body, text, min(ends))]
-        return body, decode_ids(tokenizer, body), "stop"
-    return ids, text, ended
+    """The inserted block for a search's hits in `rendering`: documents cut to `max_obs_tokens`,
+    then wrapped."""
+    count = lambda s: len(encode_block(tokenizer, s))  # noqa: E731
+    docs = render_docs(hits, max_obs_tokens, count, rendering)
+    return wrap_observation(tags, docs, rendering)
 
 
 # ----------------------------------------------------------------------------- records
@@ -306,6 +259,8 @@ class _Ctx:
     cfg: RolloutConfig
     retriever: Any
     eos_ids: frozenset[int]
+    invalid: str = ""
+    """The invalid-turn message in the configured rendering."""
 
 
 _ACTION_KINDS = {Search: "search", Answer: "answer"}
@@ -333,7 +288,7 @@ def _take_turn(row: _Row, out: Sequence[int], limit: int, ctx: _Ctx) -> None:
         row.pending = (action, (start + a, start + b))
     else:
         row.used += 1
-        row.append(encode_block(ctx.tok, ctx.tags.invalid_message), "invalid", ctx.cfg)
+        row.append(encode_block(ctx.tok, ctx.invalid), "invalid", ctx.cfg)
 
 
 def _retrieve(rows: list[_Row], turn: int, ctx: _Ctx) -> None:
@@ -348,20 +303,13 @@ def _retrieve(rows: list[_Row], turn: int, ctx: _Ctx) -> None:
         (action, span), row.pending = row.pending, None
         hits = list(hits)[: ctx.cfg.topk]
         block = encode_block(
-            ctx.tok, observation_text(ctx.tok, ctx.tags, hits, ctx.cfg.max_obs_tokens)
+            ctx.tok,
+            observation_text(ctx.tok, ctx.tags, hits, ctx.cfg.max_obs_tokens, ctx.cfg.rendering),
         )
         start = len(row.response)
         row.used += 1
         if row.append(block, "information", ctx.cfg):
             row.steps.append(Step(action.query, span, (start, start + len(block)), hits, turn))
-
-
-def _eos_ids(generator: Any) -> frozenset[int]:
-    ids = getattr(generator, "eos_token_ids", None)
-    if ids is None:
-        eos = generator.tokenizer.eos_token_id
-        ids = [] if eos is None else [eos]
-    return frozenset(ids)
 
 
 def _turn_seed(seed: int, turn: int) -> int:
@@ -397,7 +345,9 @@ def run_rollouts(
     (pass the training step to draw fresh samples). Returns one Trajectory per prompt, in order.
     """
     tok = generator.tokenizer
-    ctx = _Ctx(tok, get_tagset(cfg.tagset), cfg, retriever, _eos_ids(generator))
+    tags = get_tagset(cfg.tagset)
+    invalid = invalid_message(tags, cfg.rendering)
+    ctx = _Ctx(tok, tags, cfg, retriever, policy_eos_ids(generator), invalid)
     rows = [
         _Row(encode_prompt(tok, p, cfg.prompt_style), p)
         if isinstance(p, str)

@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from igsearch.protocol import TagSet, get_tagset
-from igsearch.rollout.loop import Step, Trajectory, decode_ids
+from igsearch.rollout.loop import Step, Trajectory
+from igsearch.tokens import decode_ids
 
 SNIPPET_CHARS = 100
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from igsearch.config import TrainConfig, load_config, to_dict
+from igsearch.config import POLICY_INFO, TrainConfig, load_config, read_policy_info, to_dict
 from igsearch.data.qa import QAExample, read_qa
 from igsearch.errors import IGSearchError
 from igsearch.protocol import build_prompt
@@ -19,7 +19,6 @@ from igsearch.retrieval.base import Retriever
 from igsearch.train.models import load_policy
 
 log = logging.getLogger(__name__)
-POLICY_INFO = "igsearch.json"
 
 
 def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -78,7 +77,9 @@ def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: An
     return Dataset.from_list(
         [
             {
-                "prompt": build_prompt(ex.question, r.tagset, r.prompt_style, tokenizer),
+                "prompt": build_prompt(
+                    ex.question, r.tagset, r.prompt_style, tokenizer, r.rendering
+                ),
                 "golden_answers": list(ex.golden_answers),
                 "qid": ex.id,
                 "qtype": str(ex.metadata.get("type", "")),
@@ -127,13 +128,11 @@ def save_policy(trainer: Any, cfg: TrainConfig, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     trainer.save_model(str(out_dir))
     trainer.processing_class.save_pretrained(str(out_dir))
-    info = {}
-    src = Path(cfg.model) / POLICY_INFO
-    if src.exists():
-        info = json.loads(src.read_text())
+    info = read_policy_info(cfg.model)
     info.update(
         {
             "prompt_style": cfg.rollout.prompt_style,
+            "rendering": cfg.rollout.rendering,
             "tagset": cfg.rollout.tagset,
             "trained_with": cfg.algo.estimator,
         }

@@ -29,14 +29,14 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from igsearch.config import SftConfig, to_dict
+from igsearch.config import POLICY_INFO, SftConfig, read_policy_info, to_dict
 from igsearch.data.world import read_demos, read_world
 from igsearch.errors import IGSearchError
-from igsearch.train.models import count_parameters, init_model, load_tokenizer
+from igsearch.tokenizer import load_tokenizer
+from igsearch.train.models import count_parameters, init_model
 from igsearch.train.sft_data import IGNORE, EncodedDemos, PadCollator, encode_demos
 
 log = logging.getLogger(__name__)
-POLICY_META = "igsearch.json"
 
 
 class _Rows(Dataset):
@@ -207,7 +207,7 @@ def run_sft(
     summary = _summary(
         cfg, world, manifest, data, trainer, result, seconds, count_parameters(model)
     )
-    (out / POLICY_META).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / POLICY_INFO).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -240,6 +240,5 @@ def _summary(
 
 
 def read_policy_meta(path: str | Path) -> dict[str, Any]:
-    """The `igsearch.json` of a policy folder, or {} for a folder that has none (e.g. a hub model)."""
-    meta = Path(path) / POLICY_META
-    return json.loads(meta.read_text()) if meta.exists() else {}
+    """The `POLICY_INFO` of a policy folder, or {} for a folder that has none (e.g. a hub model)."""
+    return read_policy_info(path)

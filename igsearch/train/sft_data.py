@@ -1,8 +1,8 @@
 """Demonstrations to training rows: token ids and labels, tokenised exactly as rollouts are.
 
-Segmentation contract (shared with igsearch.rollout.loop): ids = the prompt's ids (the tokenizer's
-default special tokens; igsearch's tiny tokenizer adds none) + every segment's ids, each segment
-encoded ALONE with `encode_block` (add_special_tokens=False), + EOS. Labels are -100 on the prompt
+Segmentation contract (igsearch.tokens, as in rollouts): ids = the prompt's ids (`encode_prompt`:
+the tokenizer's default special tokens; igsearch's tiny tokenizer adds none) + every segment's
+ids, each segment encoded ALONE with `encode_block` (add_special_tokens=False), + EOS. Labels are -100 on the prompt
 and on every inserted (`generated: false`) segment, so inserted documents are masked exactly as
 the RL loss masks them; the policy's segments and the final EOS are trained. The joined text is
 never tokenised: BPE merges across a segment boundary would misalign the mask.
@@ -17,17 +17,9 @@ from typing import Any
 import torch
 
 from igsearch.errors import FormatError
+from igsearch.tokens import encode_block, encode_prompt
 
 IGNORE = -100
-
-
-def encode_block(tokenizer: Any, text: str) -> list[int]:
-    """The rollout loop's block encoder (one segment, no special tokens)."""
-    try:
-        from igsearch.rollout.loop import encode_block as loop_encode_block
-    except ImportError:  # the rollout package is optional for SFT; this is its definition
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return loop_encode_block(tokenizer, text)
 
 
 def encode_demo(
@@ -38,7 +30,7 @@ def encode_demo(
         raise FormatError(
             where, None, 'a demonstration needs "prompt" and a non-empty "segments" list'
         )
-    ids = list(tokenizer(demo["prompt"])["input_ids"])
+    ids = encode_prompt(tokenizer, demo["prompt"])
     labels = [IGNORE] * len(ids)
     for i, seg in enumerate(demo["segments"]):
         if (

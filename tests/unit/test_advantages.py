@@ -1,4 +1,5 @@
-"""GRPO and IG-Search advantages against hand-computed values and the invariants of DESIGN.md §2."""
+"""GRPO and IG-Search advantages against hand-computed values and the invariants of
+docs/design.md, The algorithm."""
 
 import math
 

@@ -96,9 +96,9 @@ def test_each_document_set_is_tokenised_once(tok, model, monkeypatch):
     rendered = []
     original = step_ig.observation_text
 
-    def counting(tokenizer, tags, docs, max_obs_tokens):
+    def counting(tokenizer, tags, docs, *rest):
         rendered.append(tuple(d.id for d in docs))
-        return original(tokenizer, tags, docs, max_obs_tokens)
+        return original(tokenizer, tags, docs, *rest)
 
     monkeypatch.setattr(step_ig, "observation_text", counting)
     trajs, golds, qids = batch(tok)

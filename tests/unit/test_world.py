@@ -103,7 +103,7 @@ def test_corpus_schema_and_passage_shape(corpus):
         title, sep, text = contents.partition("\n")
         assert sep and title and text, doc_id
         assert 1 <= len(re.findall(r"[.!?](?:\s|$)", text)) <= 4, contents
-        assert len(text.split()) <= 45, contents  # short passages (DESIGN.md section 8)
+        assert len(text.split()) <= 45, contents  # short passages (docs/design.md, Tiny policies)
     titles = [c.split("\n")[0] for c in corpus.values()]
     assert len(set(titles)) < len(titles)  # several passages per entity
 
@@ -262,7 +262,8 @@ def test_tokenizer_round_trip_and_atomic_tags(world, tmp_path):
 
 
 def test_held_out_names_are_made_of_pieces_seen_in_training_targets(world):
-    """DESIGN.md section 8: with a small vocabulary, names split into pieces the policy has written."""
+    """docs/design.md, Tiny policies: with a small vocabulary, names split into pieces the policy
+    has written."""
     unseen = unseen_name_token_share(world, "test")
     assert unseen <= 0.05, unseen  # tiny world, 400 demonstrations; the small world measures 0.0
 

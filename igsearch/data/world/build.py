@@ -99,7 +99,7 @@ def world_texts(passages: list[Passage], questions: list[Any], demos: list[dict]
 
 
 def _write_tokenizer(out: Path, texts: list[str], vocab_size: int) -> None:
-    from igsearch.train.models import save_tokenizer, train_tokenizer
+    from igsearch.tokenizer import save_tokenizer, train_tokenizer
 
     save_tokenizer(train_tokenizer(texts, vocab_size=vocab_size), out / "tokenizer")
 
@@ -259,10 +259,10 @@ def read_demos(path: str | Path) -> list[dict[str, Any]]:
 
 def unseen_name_token_share(world: str | Path, split: str = "test") -> float:
     """Share of the tokens of `split`'s subject names (written after a space, as in a query) that
-    never occur in the demonstrations' generated segments. DESIGN.md section 8: keep it near 0, or
-    the policy cannot write a held-out name into a query."""
+    never occur in the demonstrations' generated segments. Keep it near 0 (docs/design.md, Tiny
+    policies), or the policy cannot write a held-out name into a query."""
     from igsearch.data.qa import read_qa_jsonl
-    from igsearch.train.models import load_tokenizer
+    from igsearch.tokenizer import load_tokenizer
 
     world = Path(world)
     manifest = read_world(world)

@@ -5,7 +5,7 @@ article's title), each of two to four sentences; its facts are spread across the
 has several phrasings. Like later chunks of a Wikipedia article, secondary passages often refer to
 their entity by pronoun, leaving the title to name it. Events and awards are distractors: they mention people, cities, works and
 years without stating the facts that questions ask about. Passages are short on purpose: inserted
-documents are most of a tiny policy's training tokens (DESIGN.md section 8).
+documents are most of a tiny policy's training tokens (docs/design.md, Tiny policies).
 
 Every passage records the facts it states (`"entity_id:relation"`) and the entities it mentions,
 so questions can name their supporting passages and demonstrations can pick plausible wrong
