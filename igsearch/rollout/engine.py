@@ -66,6 +66,8 @@ class CachedHFGenerator:
 
     Arguments are those of `HFGenerator`. `compact_below`: rows that finished leave the decode
     batch once the running rows are at most this share of it (1.0: at every finish; 0: never).
+    Memory: the last call's buffers (every row's keys and values) stay alive until the next call
+    or `reset()`.
     """
 
     def __init__(
