@@ -46,6 +46,20 @@ from igsearch.rollout.loop import cut_turn
 from igsearch.rollout.step import DecodeCall, Sampling
 from igsearch.rollout.stops import StopWatch
 
+_WATCHES: dict[tuple, StopWatch] = {}
+
+
+def stop_watch(tokenizer: Any, stop_strings: tuple[str, ...], vocab_size: int) -> StopWatch:
+    """A StopWatch, built once per tokenizer and stop strings (it decodes the vocabulary once;
+    the trainer builds a generator per step)."""
+    key = (id(tokenizer), len(tokenizer), stop_strings, vocab_size)
+    watch = _WATCHES.get(key)
+    if watch is None or watch.tokenizer is not tokenizer:
+        if len(_WATCHES) >= 8:
+            _WATCHES.clear()
+        watch = _WATCHES[key] = StopWatch(tokenizer, stop_strings, vocab_size)
+    return watch
+
 
 def _check_attention(config: Any) -> None:
     types = getattr(config, "layer_types", None) or []
@@ -94,7 +108,6 @@ class CachedHFGenerator:
         self.pad_token_id = int(pad) if pad is not None else min(self.eos_token_ids)
         self.logits_processor = logits_processor
         self.compact_below = compact_below
-        self._stops: dict[tuple[str, ...], StopWatch] = {}
         self._rows: list[RowCache] = []
         self._weights: tuple = ()
         self.counts = {"prefilled": 0, "reused": 0, "decode_steps": 0}
@@ -175,11 +188,8 @@ class CachedHFGenerator:
         return outs, logprobs
 
     def _watch(self, stop_strings: Sequence[str]) -> StopWatch:
-        key = tuple(stop_strings)
-        if key not in self._stops:
-            vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
-            self._stops[key] = StopWatch(self.tokenizer, key, vocab)
-        return self._stops[key]
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        return stop_watch(self.tokenizer, tuple(stop_strings), vocab)
 
     def _weights_key(self) -> tuple:
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
