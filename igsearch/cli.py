@@ -198,7 +198,7 @@ def ask(
     """Run one greedy rollout of a policy on a question and print what it thinks, searches and answers (igsearch.rollout)."""
     from igsearch.config import RolloutConfig
     from igsearch.protocol import build_prompt
-    from igsearch.rollout.backends import HFGenerator
+    from igsearch.rollout.engine import hf_generator
     from igsearch.rollout.loop import run_rollouts
     from igsearch.rollout.render import print_trajectory
     from igsearch.train.models import load_policy
@@ -217,7 +217,7 @@ def ask(
     hf_logging.disable_progress_bar()  # keep the trajectory the only output
     policy, tokenizer = load_policy(model, device=device)
     prompt = build_prompt(question, cfg.tagset, cfg.prompt_style, tokenizer, cfg.rendering)
-    [traj] = run_rollouts([prompt], HFGenerator(policy, tokenizer), retriever, cfg)
+    [traj] = run_rollouts([prompt], hf_generator(policy, tokenizer), retriever, cfg)
     print_trajectory(console, traj, tokenizer, cfg.tagset, question=question)
 
 
@@ -376,7 +376,7 @@ def eval_(
     from igsearch.eval.benchmarks import resolve_sets
     from igsearch.eval.evaluate import evaluate_sets, policy_rollout_config
     from igsearch.eval.report import results_table, write_results
-    from igsearch.rollout.backends import HFGenerator
+    from igsearch.rollout.engine import hf_generator
     from igsearch.train.models import load_policy
 
     sets = resolve_sets(
@@ -392,7 +392,7 @@ def eval_(
     retriever = open_retriever(index_dir, retriever_url)
     policy, tokenizer = load_policy(model, trust_remote_code=trust_remote_code)
     results, records = evaluate_sets(
-        sets, HFGenerator(policy, tokenizer), retriever, cfg, batch_size
+        sets, hf_generator(policy, tokenizer), retriever, cfg, batch_size
     )
     from igsearch.config import to_dict
 

@@ -190,7 +190,7 @@ def eval_stage(root: Path, world: Path, plan: DemoPlan, name: str, model: Path) 
     from igsearch.eval.evaluate import evaluate_sets, policy_rollout_config
     from igsearch.eval.report import write_results
     from igsearch.retrieval.index import load_index
-    from igsearch.rollout.backends import HFGenerator
+    from igsearch.rollout.engine import hf_generator
     from igsearch.train.models import load_policy
 
     out = root / "eval" / name
@@ -201,7 +201,7 @@ def eval_stage(root: Path, world: Path, plan: DemoPlan, name: str, model: Path) 
         )
         policy, tok = load_policy(model, device="cpu")
         results, records = evaluate_sets(
-            sets, HFGenerator(policy, tok), load_index(world / "index"), cfg
+            sets, hf_generator(policy, tok), load_index(world / "index"), cfg
         )
         results["config"] = {"model": str(model)}
         write_results(out, results, records, title=name)
