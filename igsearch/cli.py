@@ -149,6 +149,15 @@ def serve(
     topk: Annotated[int, typer.Option(help="Passages per query when a request gives no topk.")] = 3,
     max_topk: Annotated[int, typer.Option(help="Largest topk a request may ask for.")] = 100,
     max_queries: Annotated[int, typer.Option(help="Most queries one request may hold.")] = 1024,
+    max_query_chars: Annotated[
+        int, typer.Option(help="Longest query in characters; longer ones are refused (413).")
+    ] = 4096,
+    max_batch_queries: Annotated[
+        int,
+        typer.Option(
+            help="Most queries one merged search holds; larger requests take turns in slices."
+        ),
+    ] = 256,
 ) -> None:
     """Serve an index over HTTP, speaking Search-R1's POST /retrieve contract (igsearch.retrieval.server).
 
@@ -164,6 +173,8 @@ def serve(
         default_topk=topk,
         max_topk=max_topk,
         max_queries=max_queries,
+        max_query_chars=max_query_chars,
+        max_batch_queries=max_batch_queries,
     )
 
 
