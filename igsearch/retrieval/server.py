@@ -24,6 +24,7 @@ Where it departs from Search-R1's `retrieval_server.py`, and why:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -244,6 +245,26 @@ class ServerThread:
         self._server = self._thread = self._sock = None
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line when `host:port` cannot be bound (a bad port, or one in use)."""
+    if not 0 <= port <= 65535:
+        raise IGSearchError(f"--port {port} is not a TCP port; give one in 1-65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            fix = (
+                "stop the program using that port or pick another --port"
+                if e.errno == errno.EADDRINUSE
+                else "give an address of this machine with --host (default 127.0.0.1)"
+            )
+            raise IGSearchError(
+                f"--host {host} --port {port}: cannot listen there ({e.strerror}); {fix}"
+            ) from None
+
+
 def serve(
     index_dir: str | Path,
     host: str = "127.0.0.1",
@@ -270,8 +291,7 @@ def serve(
         ServerLimits(**limits)  # bad flags fail before the index loads
     except ValueError as e:
         raise IGSearchError(str(e)) from None
-    if not 0 <= port <= 65535:
-        raise IGSearchError(f"--port {port} is not a TCP port; give one in 1-65535")
+    _check_port(host, port)  # before the index loads, which can take minutes
     manifest = read_manifest(index_dir)
     kind, n_docs = manifest["kind"], manifest["doc_count"]
     logger.info("loading the %s index %s (%d passages)", kind, index_dir, n_docs)

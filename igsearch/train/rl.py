@@ -17,7 +17,7 @@ from igsearch.errors import IGSearchError
 from igsearch.protocol import build_prompt
 from igsearch.retrieval.base import Retriever
 from igsearch.train.checkpoint import last_complete_checkpoint
-from igsearch.train.models import load_policy
+from igsearch.train.models import check_model_source, load_policy
 
 log = logging.getLogger(__name__)
 POLICY_INFO = "igsearch.json"
@@ -32,7 +32,11 @@ def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) ->
         if p and not Path(p).exists()
     ]
     if missing:
-        raise IGSearchError(f"train config: these paths do not exist: {', '.join(missing)}")
+        raise IGSearchError(
+            f"train config: these paths do not exist: {', '.join(missing)}; fix data.train, "
+            "data.dev or retriever.index (paths are relative to the current folder)"
+        )
+    check_model_source(cfg.model)  # before any work, and before transformers is asked
     return cfg
 
 
