@@ -317,7 +317,7 @@ def sft(
         str | None, typer.Option(help="Model preset: nano or micro (default: the config's, nano).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in OUT/checkpoints.")
+        bool, typer.Option(help="Continue from the newest complete checkpoint in OUT/checkpoints.")
     ] = False,
     config: Annotated[Path | None, typer.Option(help="YAML file of SftConfig fields.")] = None,
     overrides: Annotated[
@@ -352,7 +352,7 @@ def train(
         typer.Argument(help="Dotted overrides key=value, e.g. algo.alpha=0.5 train.steps=20."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in train.output_dir.")
+        bool, typer.Option(help="Continue from the newest complete checkpoint in train.output_dir.")
     ] = False,
 ) -> None:
     """Train a policy with GRPO or IG-Search (igsearch.train.trainer); runs under `accelerate launch` too."""

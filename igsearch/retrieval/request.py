@@ -126,6 +126,8 @@ def decode_json(body: bytes) -> Any:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except ValueError as e:  # JSONDecodeError and the two hooks above
         raise _invalid("body", f"malformed JSON ({str(e)[:200]})", 400) from None
+    except RecursionError:
+        raise _invalid("body", "JSON nested too deeply", 400) from None
 
 
 def _check_query(i: int, query: Any, limits: ServerLimits) -> str:

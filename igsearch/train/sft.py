@@ -5,8 +5,9 @@ the prompt and on inserted documents, the same rule as the RL loss, so the warm 
 the same tokens, and only trained positions are projected to the vocabulary
 (`trained_positions_loss`: the same loss, without the logits of documents nobody trains on).
 Length-grouped batches keep padding low (demonstrations range from ~150 to ~900
-tokens). Checkpoints go to OUT/checkpoints (`--resume` continues from the last one, optimizer and
-schedule included); the log goes to OUT/train_log.jsonl and TensorBoard (OUT/checkpoints/runs).
+tokens). Checkpoints go to OUT/checkpoints, each renamed into place only once complete
+(igsearch.train.checkpoint); `--resume` continues from the newest complete one, optimizer and
+schedule included. The log goes to OUT/train_log.jsonl and TensorBoard (OUT/checkpoints/runs).
 The final model and tokenizer are saved into OUT with `save_pretrained`, next to `igsearch.json`
 recording the prompt style and tag set the policy was trained with, for evaluation and rollouts.
 
