@@ -56,7 +56,6 @@ HOSTILE: dict[str, tuple[bytes, dict[str, str]]] = {
     "1025 queries": (json.dumps({"queries": ["q"] * 1025}).encode(), JSON),
     "query not a string": (b'{"queries": ["a", 7]}', JSON),
     "not JSON": (b"{queries: [a]", JSON),
-    "JSON nested 100k deep": (b"[" * 100_000 + b"]" * 100_000, JSON),
     "text/plain body": (b'{"queries": ["a"]}', {"content-type": "text/plain"}),
 }
 
