@@ -213,7 +213,7 @@ BAD_REQUESTS = [
     ("body-string", b'"capital of France"', JSON, 422, "body: must be a JSON object, got a str"),
     ("body-missing", b"", JSON, 400, "body: empty"),
     ("body-bare-nan", b"NaN", JSON, 400, "NaN is not valid JSON"),
-    ("body-nested-deeply", b"[" * 100_000 + b"]" * 100_000, JSON, 400, "nested too deeply"),
+    ("body-nested-deeply", b"[" * 20_000 + b"]" * 20_000, JSON, 400, "nested too deeply"),
     ("body-not-utf8", b'{"queries": ["\xff\xfe"]}', JSON, 400, "body: not valid UTF-8"),
     ("queries-missing", b'{"topk": 3}', JSON, 422, "queries: field required"),
     (
