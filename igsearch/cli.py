@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from igsearch import __version__
 from igsearch.errors import IGSearchError
@@ -24,6 +25,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(
+    stderr=True, soft_wrap=True
+)  # one error, one line, however narrow the terminal
 
 
 def _version(value: bool) -> None:
@@ -50,12 +54,29 @@ def main(
     )
 
 
+_OS_HINTS: dict[type, str] = {
+    FileExistsError: "a file is in the way of a folder; give another path or move the file",
+    NotADirectoryError: "a file is in the way of a folder; give another path or move the file",
+    IsADirectoryError: "this is a folder; give the path of a file",
+    PermissionError: "check the permissions, or give a path you can write",
+}
+
+
+def _os_error_message(e: OSError) -> str:
+    """`path: what happened; what to do` for the system errors users cause with paths."""
+    where = e.filename if e.filename is not None else ""
+    return f"{where}: {e.strerror or e}; {_OS_HINTS[type(e)]}"
+
+
 def run_cli() -> None:
-    """Entry point: usage errors print as usual; igsearch's own errors print one red line, exit 2."""
+    """Entry point: usage errors print as usual; igsearch's own errors and the system's (a missing
+    file, a full disk, a port in use) print one red line on stderr and exit 2."""
     try:
         app()
-    except (IGSearchError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+    except (IGSearchError, OSError) as e:
+        message = _os_error_message(e) if type(e) in _OS_HINTS else str(e)
+        message = " ".join(message.split()) or type(e).__name__
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
         raise SystemExit(2) from None
 
 
@@ -127,6 +148,8 @@ def search(
     k: Annotated[int, typer.Option("--topk", "-k", help="Passages per query.")] = 3,
 ) -> None:
     """Search an index or a retrieval server and print the top passages of each query."""
+    if k < 1:
+        raise typer.BadParameter(f"--topk must be at least 1, got {k}")
     retriever = open_retriever(index_dir, retriever_url)
     for query, hits in zip(queries, retriever.search(list(queries), k), strict=True):
         console.print(f"[bold cyan]query:[/bold cyan] {query}")
@@ -149,6 +172,15 @@ def serve(
     topk: Annotated[int, typer.Option(help="Passages per query when a request gives no topk.")] = 3,
     max_topk: Annotated[int, typer.Option(help="Largest topk a request may ask for.")] = 100,
     max_queries: Annotated[int, typer.Option(help="Most queries one request may hold.")] = 1024,
+    max_query_chars: Annotated[
+        int, typer.Option(help="Longest query in characters; longer ones are refused (413).")
+    ] = 4096,
+    max_batch_queries: Annotated[
+        int,
+        typer.Option(
+            help="Most queries one merged search holds; larger requests take turns in slices."
+        ),
+    ] = 256,
 ) -> None:
     """Serve an index over HTTP, speaking Search-R1's POST /retrieve contract (igsearch.retrieval.server).
 
@@ -164,6 +196,8 @@ def serve(
         default_topk=topk,
         max_topk=max_topk,
         max_queries=max_queries,
+        max_query_chars=max_query_chars,
+        max_batch_queries=max_batch_queries,
     )
 
 
@@ -201,8 +235,9 @@ def ask(
     from igsearch.rollout.engine import hf_generator
     from igsearch.rollout.loop import run_rollouts
     from igsearch.rollout.render import print_trajectory
-    from igsearch.train.models import load_policy
+    from igsearch.train.models import check_model_source, load_policy
 
+    check_model_source(model)
     cfg = RolloutConfig(
         tagset=tagset,
         prompt_style=prompt_style,  # type: ignore[arg-type]  # checked in __post_init__
@@ -282,7 +317,7 @@ def sft(
         str | None, typer.Option(help="Model preset: nano or micro (default: the config's, nano).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in OUT/checkpoints.")
+        bool, typer.Option(help="Continue from the newest complete checkpoint in OUT/checkpoints.")
     ] = False,
     config: Annotated[Path | None, typer.Option(help="YAML file of SftConfig fields.")] = None,
     overrides: Annotated[
@@ -317,7 +352,7 @@ def train(
         typer.Argument(help="Dotted overrides key=value, e.g. algo.alpha=0.5 train.steps=20."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue from the last checkpoint in train.output_dir.")
+        bool, typer.Option(help="Continue from the newest complete checkpoint in train.output_dir.")
     ] = False,
 ) -> None:
     """Train a policy with GRPO or IG-Search (igsearch.train.trainer); runs under `accelerate launch` too."""
@@ -377,11 +412,12 @@ def eval_(
     from igsearch.eval.evaluate import evaluate_sets, policy_rollout_config
     from igsearch.eval.report import results_table, write_results
     from igsearch.rollout.engine import hf_generator
-    from igsearch.train.models import load_policy
+    from igsearch.train.models import check_model_source, load_policy
 
     sets = resolve_sets(
         benchmarks, data_dir, data or [], world_dir, limit
     )  # fails before any model loads
+    check_model_source(model)
     cfg = policy_rollout_config(
         model,
         topk=topk,

@@ -117,6 +117,19 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
             f"{where}: unknown key {unknown[0]!r}" + _suggest(unknown[0], list(fields))
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    required = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if required:
+        raise ConfigError(
+            f"{where}: missing required key{'s' if len(required) > 1 else ''} "
+            f"{', '.join(required)}; add {'them' if len(required) > 1 else 'it'} "
+            "(configs/ holds complete examples)"
+        )
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -144,7 +157,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+        raise ConfigError(
+            f"override {text!r}: value is not valid YAML ({_yaml_reason(e)})"
+        ) from None
     return key.strip().split("."), value
 
 
@@ -163,17 +178,28 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
+def _yaml_reason(e: yaml.YAMLError) -> str:
+    """A YAML error as one line: its problem and where."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Read `cls` from a YAML file (optional) with dotted overrides applied, validated."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(
+                f"{path}: config file not found; give a YAML file (configs/ holds examples)"
+            )
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_reason(e)}); fix the file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file; give a YAML config file") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     return from_dict(cls, apply_overrides(data, overrides), str(path) if path else "config")

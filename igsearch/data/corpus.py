@@ -50,7 +50,10 @@ def scan_corpus(path: str | Path) -> Iterator[tuple[int, Doc]]:
     """Stream (byte offset of the line, Doc) for every non-blank line, in file order."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: corpus file not found")
+        raise FileNotFoundError(
+            f'{path}: corpus file not found; give a jsonl file with one {{"id", "contents"}} '
+            "object a line"
+        )
     with path.open("rb") as f:
         offset = 0
         for lineno, line in enumerate(f, start=1):

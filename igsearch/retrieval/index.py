@@ -99,19 +99,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _empty_corpus(corpus: Path) -> str:
+    return (
+        f'{corpus}: the corpus has no passages; give a jsonl file with one {{"id", "contents"}} '
+        'object a line, e.g. {"id": "1", "contents": "Title\\ntext"}'
+    )
+
+
 def build_index(
     corpus: str | Path, kind: str, out_dir: str | Path, **options: Any
 ) -> dict[str, Any]:
     """Build an index of `kind` over a corpus jsonl into `out_dir`; returns the manifest."""
     corpus, out_dir = Path(corpus).resolve(), Path(out_dir)
     builder = get_kind(kind)
+    if next(scan_corpus(corpus), None) is None:  # checked before anything in out_dir is touched
+        raise IGSearchError(_empty_corpus(corpus))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # an interrupted build must not look finished
     tap = _Tap(corpus, [])
     started = time.time()
     extra = builder.build(tap.docs(), out_dir, **options)
     if not tap.offsets:
-        raise IGSearchError(f"{corpus}: the corpus has no passages")
+        raise IGSearchError(_empty_corpus(corpus))
     np.save(out_dir / "offsets.npy", np.asarray(tap.offsets, dtype=np.int64))
     manifest = {
         "format": "igsearch-index",
@@ -140,14 +149,24 @@ def read_manifest(index_dir: str | Path) -> dict[str, Any]:
             f"{index_dir}: no {MANIFEST} here (not an index folder, or its build did not finish); "
             "build one with `igsearch index --corpus FILE --kind bm25 --out DIR`"
         )
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != "igsearch-index":
-        raise IndexMismatchError(f"{path}: not an igsearch index manifest")
+    rebuild = "rebuild the index with `igsearch index --corpus FILE --kind bm25 --out DIR`"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IndexMismatchError(f"{path}: not valid JSON ({e}); {rebuild}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "igsearch-index":
+        raise IndexMismatchError(f"{path}: not an igsearch index manifest; {rebuild}")
     if manifest.get("version") != FORMAT_VERSION:
         raise IndexMismatchError(
             f"{path}: index format version {manifest.get('version')} but this igsearch reads version "
             f"{FORMAT_VERSION}; rebuild the index with `igsearch index`"
         )
+    corpus = manifest.get("corpus")
+    lacking = [k for k in ("kind", "doc_count") if k not in manifest]
+    if not isinstance(corpus, dict) or not {"path", "fingerprint"} <= corpus.keys():
+        lacking.append("corpus.path/fingerprint")
+    if lacking:
+        raise IndexMismatchError(f"{path}: lacks {', '.join(lacking)}; {rebuild}")
     return manifest
 
 
@@ -178,10 +197,26 @@ def load_index(
             f"{index_dir}: the corpus {corpus_path} changed since it was indexed (fingerprint differs); "
             f"rebuild with `igsearch index --corpus {corpus_path} --kind {manifest['kind']} --out {index_dir}`"
         )
-    offsets = np.load(index_dir / "offsets.npy")
-    if len(offsets) != manifest["doc_count"]:
+    rebuild = (
+        f"rebuild it with `igsearch index --corpus {corpus_path} --kind {manifest['kind']} "
+        f"--out {index_dir}`"
+    )
+    try:
+        offsets = np.load(index_dir / "offsets.npy")
+        if len(offsets) != manifest["doc_count"]:
+            raise IndexMismatchError(
+                f"{index_dir}: offsets.npy has {len(offsets)} rows, manifest says "
+                f"{manifest['doc_count']}; {rebuild}"
+            )
+        store = CorpusStore(corpus_path, offsets)
+        return get_kind(manifest["kind"]).load(index_dir, manifest, store, **options)
+    except FileNotFoundError as e:
+        name = Path(e.filename).name if e.filename else str(e)
         raise IndexMismatchError(
-            f"{index_dir}: offsets.npy has {len(offsets)} rows, manifest says {manifest['doc_count']}"
-        )
-    store = CorpusStore(corpus_path, offsets)
-    return get_kind(manifest["kind"]).load(index_dir, manifest, store, **options)
+            f"{index_dir}: {name} is missing, so the index folder is incomplete; {rebuild}"
+        ) from None
+    except (ValueError, EOFError, UnicodeDecodeError) as e:
+        raise IndexMismatchError(
+            f"{index_dir}: an index file is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+            f"{rebuild}"
+        ) from None

@@ -7,139 +7,53 @@ objects alone. Search-R1's trainer and verl's SearchTool work against it unchang
 `GET /health` reports the index kind, its size and the server's limits.
 
 Where it departs from Search-R1's `retrieval_server.py`, and why:
-- Bad input gets a 4xx `{"error": "..."}` naming the problem and the fix (plus FastAPI's
-  `detail` list for validation errors) instead of FastAPI's bare `{"detail": [...]}`; a failing
-  retriever gets a 500 `{"error": ...}` and the server keeps serving.
-- `topk` <= 0 or > `max_topk` is rejected (Search-R1 silently treats 0 as its default), and a
-  request holds at most `max_queries` queries.
+- Every malformed request gets a 4xx `{"error": "..."}` naming the field and the fix (checked by
+  igsearch.retrieval.request, see there for the full list: non-JSON bodies, JSON's `NaN` and
+  `Infinity`, numbers overflowing to infinity, non-integer `topk`, wrong types, lone surrogates,
+  queries over `max_query_chars`, more than `max_queries` queries, a Content-Type other than JSON,
+  a wrong method or path); only a failing retriever gets a 500, and the server keeps serving.
+- `topk` <= 0 or > `max_topk` is rejected (Search-R1 silently treats 0 as its default).
 - An empty query list is answered `{"result": []}` as Search-R1 does: its trainer sends one
   whenever no rollout in a batch searched, so rejecting it would break training.
-- Requests that arrive while a search runs are coalesced into one batched `retriever.search` per
-  distinct `topk` (dynamic micro-batching); searches run one at a time off the event loop, since
-  bm25s and faiss are not guaranteed thread-safe.
+- Requests that arrive while a search runs are merged into batched searches of at most
+  `max_batch_queries` queries (igsearch.retrieval.batcher), so one large request cannot stall the
+  others; searches run one at a time off the event loop, since bm25s and faiss are not
+  guaranteed thread-safe.
+- `serve` binds 127.0.0.1 unless told otherwise, and warns when it binds anything else.
 """
 
 from __future__ import annotations
 
-import asyncio
+import errno
 import json
 import logging
 import socket
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from igsearch.errors import IGSearchError
 from igsearch.retrieval.base import Hit, Retriever
+from igsearch.retrieval.batcher import MicroBatcher
+from igsearch.retrieval.request import (
+    ApiError,
+    RetrieveRequest,
+    ServerLimits,
+    body_too_large,
+    check_headers,
+    parse_retrieve_body,
+)
 
 logger = logging.getLogger(__name__)
-
-EXAMPLE_REQUEST = '{"queries": ["who wrote Hamlet?"], "topk": 3, "return_scores": true}'
-
-
-class RetrieveRequest(BaseModel):
-    """The body of `POST /retrieve` (Search-R1's `QueryRequest`); unknown fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    queries: list[StrictStr]
-    """The queries, answered in order."""
-    topk: int | None = None
-    """Passages per query; missing or null means the server's default."""
-    return_scores: bool = False
-    """Wrap each document as `{"document": ..., "score": ...}` (Search-R1's default is false)."""
-
-
-class ApiError(Exception):
-    """An error answered as `{"error": message}` with HTTP `status`."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _settle(fut: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
-    """Resolve `fut` unless its request was already cancelled (client gone)."""
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-class MicroBatcher:
-    """Coalesces requests that arrive while a search runs into one batched search per `topk`.
-
-    Runs on the server's event loop; each search runs in the threadpool under a lock, so the
-    retriever sees one call at a time. If a coalesced search fails, its requests are retried one
-    by one so that a single bad request fails alone.
-    """
-
-    def __init__(self, retriever: Retriever):
-        self.retriever = retriever
-        self.lock = threading.Lock()
-        self._pending: list[tuple[list[str], int, asyncio.Future]] = []
-        self._runner: asyncio.Task | None = None
-
-    @property
-    def pending_queries(self) -> int:
-        """Queries waiting for the next search (for tests and monitoring)."""
-        return sum(len(queries) for queries, _, _ in self._pending)
-
-    async def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        """Answer `queries` with `k` hits each, sharing a batched search with concurrent requests."""
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((queries, k, fut))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            by_k: dict[int, list[tuple[list[str], int, asyncio.Future]]] = {}
-            for item in batch:
-                by_k.setdefault(item[1], []).append(item)
-            for k, group in by_k.items():
-                await self._run_group(group, k)
-
-    async def _run_group(self, group: list[tuple[list[str], int, asyncio.Future]], k: int) -> None:
-        flat = [q for queries, _, _ in group for q in queries]
-        try:
-            hits = await run_in_threadpool(self._search, flat, k)
-        except Exception as e:
-            if len(group) == 1:
-                _settle(group[0][2], exc=e)
-            else:
-                for item in group:
-                    await self._run_group([item], k)
-            return
-        start = 0
-        for queries, _, fut in group:
-            _settle(fut, hits[start : start + len(queries)])
-            start += len(queries)
-
-    def _search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        with self.lock:
-            hits = self.retriever.search(queries, k)
-        if len(hits) != len(queries):
-            raise RuntimeError(
-                f"the retriever answered {len(hits)} hit lists for {len(queries)} queries"
-            )
-        return hits
 
 
 def render_result(hits: list[list[Hit]], return_scores: bool) -> bytes:
@@ -153,50 +67,37 @@ def render_result(hits: list[list[Hit]], return_scores: bool) -> bytes:
     return json.dumps({"result": result}, ensure_ascii=False).encode()
 
 
-def _check_request(n_queries: int, k: int, max_topk: int, max_queries: int) -> None:
-    """Reject a `topk` or a batch size outside the server's limits (422)."""
-    if not 1 <= k <= max_topk:
-        raise ApiError(
-            422, f"topk must be between 1 and {max_topk}, got {k}; send e.g. {EXAMPLE_REQUEST}"
-        )
-    if n_queries > max_queries:
-        raise ApiError(
-            422,
-            f"{n_queries} queries in one request but this server takes at most {max_queries}; "
-            "split the batch or restart the server with a larger --max-queries",
-        )
-
-
 def create_app(
     retriever: Retriever,
     *,
     default_topk: int = 3,
     max_topk: int = 100,
     max_queries: int = 1024,
+    max_query_chars: int = 4096,
+    max_batch_queries: int = 256,
     info: dict[str, Any] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `retriever` over Search-R1's `/retrieve` contract, plus `/health`.
 
-    `info` is merged into `/health`'s answer (kind, doc_count, index path, ...).
-    The app's `state.batcher` is its `MicroBatcher`.
+    The limits are those of `ServerLimits`; `info` is merged into `/health`'s answer (kind,
+    doc_count, index path, ...). The app's `state.batcher` is its `MicroBatcher`.
     """
-    if not 1 <= default_topk <= max_topk:
-        raise IGSearchError(
-            f"default topk {default_topk} must be between 1 and max topk {max_topk}"
+    try:
+        limits = ServerLimits(
+            default_topk, max_topk, max_queries, max_query_chars, max_batch_queries
         )
-    if max_queries < 1:
-        raise IGSearchError(f"max queries must be at least 1, got {max_queries}")
+    except ValueError as e:
+        raise IGSearchError(str(e)) from None
     health = {
         "status": "ok",
         "doc_count": len(retriever) if hasattr(retriever, "__len__") else None,  # type: ignore[arg-type]
         "kind": getattr(retriever, "kind", type(retriever).__name__),
-        "default_topk": default_topk,
-        "max_topk": max_topk,
-        "max_queries": max_queries,
+        **asdict(limits),
         **(info or {}),
     }
     app = FastAPI(title="igsearch retrieval server", description=__doc__)
-    app.state.batcher = batcher = MicroBatcher(retriever)
+    app.state.batcher = batcher = MicroBatcher(retriever, limits.max_batch_queries)
+    app.state.limits = limits
     _install_error_handlers(app)
 
     @app.get("/health")
@@ -205,14 +106,13 @@ def create_app(
         return health
 
     @app.post("/retrieve")
-    async def retrieve(req: RetrieveRequest) -> Response:
-        """Search-R1's contract: `k` passages for each query, best first."""
-        k = default_topk if req.topk is None else req.topk
-        _check_request(len(req.queries), k, max_topk, max_queries)
+    async def retrieve(request: Request) -> Response:
+        """Search-R1's contract: `topk` passages for each query, best first."""
+        req = await _read_request(request, limits)
         if not req.queries:
             return Response(b'{"result": []}', media_type="application/json")
         try:
-            hits = await batcher.search(list(req.queries), k)
+            hits = await batcher.search(req.queries, req.topk)
         except Exception as e:
             logger.exception("retrieval failed for a request of %d queries", len(req.queries))
             raise ApiError(500, f"the retriever failed: {type(e).__name__}: {e}") from e
@@ -222,36 +122,24 @@ def create_app(
     return app
 
 
-def _validation_message(request: Request, errors: list[dict[str, Any]]) -> tuple[int, str]:
-    """(status, readable message) for a request body that failed validation."""
-    if any(e.get("type") == "json_invalid" for e in errors):
-        reason = next(
-            e.get("ctx", {}).get("error", "") for e in errors if e.get("type") == "json_invalid"
-        )
-        return 400, f"malformed JSON body ({reason}); send e.g. {EXAMPLE_REQUEST}"
-    content_type = request.headers.get("content-type", "")
-    if "json" not in content_type:
-        return 422, (
-            f"the body was not read as JSON (Content-Type {content_type or 'missing'!r}); "
-            f"send it with Content-Type: application/json, e.g. {EXAMPLE_REQUEST}"
-        )
-    parts = []
-    for e in errors:
-        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    return 422, f"invalid request ({'; '.join(parts)}); send e.g. {EXAMPLE_REQUEST}"
+async def _read_request(request: Request, limits: ServerLimits) -> RetrieveRequest:
+    """Read and check a `/retrieve` body, refusing it as soon as it is over the size limit."""
+    headers = request.headers
+    check_headers(headers.get("content-type"), headers.get("content-length"), limits)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise body_too_large(size, limits)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if size > 1 << 16:  # keep the event loop free while a large body is parsed
+        return await run_in_threadpool(parse_retrieve_body, body, limits)
+    return parse_retrieve_body(body, limits)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    """Answer every error as `{"error": message}` (validation errors keep FastAPI's `detail`)."""
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        status, message = _validation_message(request, errors)
-        return JSONResponse(
-            {"error": message, "detail": jsonable_encoder(errors)}, status_code=status
-        )
+    """Answer every error as `{"error": message}`: 4xx for bad requests, 500 for a failing retriever."""
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -259,8 +147,17 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = f"{request.method} {request.url.path}: {exc.detail}; this server answers POST /retrieve and GET /health"
+        message = (
+            f"{request.method} {request.url.path}: {exc.detail}; "
+            "this server answers POST /retrieve and GET /health"
+        )
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        message = f"internal error: {type(exc).__name__}: {exc}"[:1000]
+        return JSONResponse({"error": message}, status_code=500)
 
 
 class ServerThread:
@@ -348,6 +245,26 @@ class ServerThread:
         self._server = self._thread = self._sock = None
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line when `host:port` cannot be bound (a bad port, or one in use)."""
+    if not 0 <= port <= 65535:
+        raise IGSearchError(f"--port {port} is not a TCP port; give one in 1-65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            fix = (
+                "stop the program using that port or pick another --port"
+                if e.errno == errno.EADDRINUSE
+                else "give an address of this machine with --host (default 127.0.0.1)"
+            )
+            raise IGSearchError(
+                f"--host {host} --port {port}: cannot listen there ({e.strerror}); {fix}"
+            ) from None
+
+
 def serve(
     index_dir: str | Path,
     host: str = "127.0.0.1",
@@ -356,10 +273,25 @@ def serve(
     max_topk: int = 100,
     max_queries: int = 1024,
     log_level: str = "info",
+    *,
+    max_query_chars: int = 4096,
+    max_batch_queries: int = 256,
 ) -> None:
     """Load the index folder `index_dir` and serve it over HTTP until interrupted (blocking)."""
     from igsearch.retrieval.index import load_index, read_manifest
 
+    limits = {
+        "default_topk": default_topk,
+        "max_topk": max_topk,
+        "max_queries": max_queries,
+        "max_query_chars": max_query_chars,
+        "max_batch_queries": max_batch_queries,
+    }
+    try:
+        ServerLimits(**limits)  # bad flags fail before the index loads
+    except ValueError as e:
+        raise IGSearchError(str(e)) from None
+    _check_port(host, port)  # before the index loads, which can take minutes
     manifest = read_manifest(index_dir)
     kind, n_docs = manifest["kind"], manifest["doc_count"]
     logger.info("loading the %s index %s (%d passages)", kind, index_dir, n_docs)
@@ -370,9 +302,7 @@ def serve(
         "index": str(Path(index_dir).resolve()),
         "corpus": manifest["corpus"]["path"],
     }
-    app = create_app(
-        retriever, default_topk=default_topk, max_topk=max_topk, max_queries=max_queries, info=info
-    )
+    app = create_app(retriever, **limits, info=info)
     # Pay one-off costs (bm25s compiles its numba kernels on first use, ~15-30 s on 2 cores)
     # before listening, so that the first client does not time out.
     logger.info("warming up the retriever with one search")

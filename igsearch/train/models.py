@@ -7,6 +7,8 @@ the same way; `trust_remote_code` stays off unless the caller turns it on.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,49 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_TRUE = {"1", "true", "yes", "on"}
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _offline() -> bool:
+    """Whether Hugging Face downloads are switched off (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in _OFFLINE_VARS)
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an invalid repo id, an unreadable cache: not usable either way
+        return False
+
+
+def check_model_source(name_or_path: str | Path) -> None:
+    """Fail with one line, before transformers is asked, when `name_or_path` can't be a model:
+    a local path that does not exist, or a hub name that offline mode cannot fetch."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise IGSearchError(
+                f"{name}: not a model folder (no config.json); give a folder written by "
+                "save_pretrained, e.g. OUT/final of `igsearch train` or OUT of `igsearch sft`"
+            )
+        return
+    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        raise IGSearchError(
+            f"{name}: no such model folder; check the path (e.g. OUT/final of `igsearch train`)"
+        )
+    if _offline() and not _in_hub_cache(name):
+        raise IGSearchError(
+            f"{name}: no model folder of that name here, and offline mode (HF_HUB_OFFLINE=1) "
+            "keeps it from being downloaded from the Hugging Face hub; give a local model folder, "
+            "or download it once with network access (HF_HUB_OFFLINE=0)"
+        )
+
+
 def load_policy(
     name_or_path: str | Path,
     *,
@@ -87,17 +132,23 @@ def load_policy(
     """Load (model, tokenizer) from a Hugging Face folder or hub name, in eval mode.
 
     `dtype` None keeps the checkpoint's float32 on CPU and uses bfloat16 on a CUDA device.
+    The name is checked first (`check_model_source`); transformers' own failures become one line.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    path = Path(name_or_path)
-    if not path.exists() and (path.is_absolute() or str(name_or_path).startswith(".")):
-        raise IGSearchError(f"{path}: no such model folder")
-    model = AutoModelForCausalLM.from_pretrained(
-        str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype
-    )
-    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    check_model_source(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype
+        )
+        tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        reason = " ".join(str(e).split())[:300]
+        raise IGSearchError(
+            f"{name_or_path}: could not load the model ({reason}); give a local model folder, "
+            "or check the hub name and the network"
+        ) from None
     return model.to(device).eval(), tokenizer

@@ -16,7 +16,8 @@ from igsearch.data.qa import QAExample, read_qa
 from igsearch.errors import IGSearchError
 from igsearch.protocol import build_prompt
 from igsearch.retrieval.base import Retriever
-from igsearch.train.models import load_policy
+from igsearch.train.checkpoint import last_complete_checkpoint
+from igsearch.train.models import check_model_source, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,11 @@ def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) ->
         if p and not Path(p).exists()
     ]
     if missing:
-        raise IGSearchError(f"train config: these paths do not exist: {', '.join(missing)}")
+        raise IGSearchError(
+            f"train config: these paths do not exist: {', '.join(missing)}; fix data.train, "
+            "data.dev or retriever.index (paths are relative to the current folder)"
+        )
+    check_model_source(cfg.model)  # before any work, and before transformers is asked
     return cfg
 
 
@@ -155,17 +160,14 @@ def run_training(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     trainer = build_trainer(cfg, callbacks, generator_factory)
-    last = _last_checkpoint(out) if resume else None
+    last = last_complete_checkpoint(out) if resume else None
     if resume and last is None:
-        log.warning("--resume: no checkpoint in %s, starting from step 0", out)
+        log.warning("--resume: no complete checkpoint in %s, starting from step 0", out)
+    elif last is not None:
+        log.info("--resume: continuing from %s", last)
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     final = out / "final"
     if trainer.accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         save_policy(trainer, cfg, final)
     return final
-
-
-def _last_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return ckpts[-1] if ckpts else None

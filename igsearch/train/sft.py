@@ -5,8 +5,9 @@ the prompt and on inserted documents, the same rule as the RL loss, so the warm 
 the same tokens, and only trained positions are projected to the vocabulary
 (`trained_positions_loss`: the same loss, without the logits of documents nobody trains on).
 Length-grouped batches keep padding low (demonstrations range from ~150 to ~900
-tokens). Checkpoints go to OUT/checkpoints (`--resume` continues from the last one, optimizer and
-schedule included); the log goes to OUT/train_log.jsonl and TensorBoard (OUT/checkpoints/runs).
+tokens). Checkpoints go to OUT/checkpoints, each renamed into place only once complete
+(igsearch.train.checkpoint); `--resume` continues from the newest complete one, optimizer and
+schedule included. The log goes to OUT/train_log.jsonl and TensorBoard (OUT/checkpoints/runs).
 The final model and tokenizer are saved into OUT with `save_pretrained`, next to `igsearch.json`
 recording the prompt style and tag set the policy was trained with, for evaluation and rollouts.
 
@@ -27,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from igsearch.config import POLICY_INFO, SftConfig, read_policy_info, to_dict
 from igsearch.data.world import read_demos, read_world
 from igsearch.errors import IGSearchError
 from igsearch.tokenizer import load_tokenizer
+from igsearch.train.checkpoint import last_complete_checkpoint, save_checkpoint_atomically
 from igsearch.train.models import count_parameters, init_model
 from igsearch.train.sft_data import IGNORE, EncodedDemos, PadCollator, encode_demos
 
@@ -79,6 +80,10 @@ class _SftTrainer(Trainer):
         if return_outputs:  # evaluation asks for outputs; keep the model's own path there
             return super().compute_loss(model, inputs, True, num_items_in_batch)
         return trained_positions_loss(model, inputs, num_items_in_batch)
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint, written aside and renamed into place once complete."""
+        save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
 
 
 class JsonlLog(TrainerCallback):
@@ -151,14 +156,20 @@ def _training_args(cfg: SftConfig, out: Path) -> TrainingArguments:
 
 def _resume_point(out: Path, resume: bool) -> str | None:
     ckpt_dir = out / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last and not resume:
-        raise IGSearchError(
-            f"{out}: holds SFT checkpoints already; pass --resume to continue, or choose another --out"
+    if not resume:
+        if ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint-*")):
+            raise IGSearchError(
+                f"{out}: holds SFT checkpoints already; pass --resume to continue, or choose another --out"
+            )
+        return None
+    last = last_complete_checkpoint(ckpt_dir)
+    if last is None:
+        log.warning(
+            "sft: --resume but no complete checkpoint in %s; starting from scratch", ckpt_dir
         )
-    if resume and not last:
-        log.warning("sft: --resume but no checkpoint in %s; starting from scratch", ckpt_dir)
-    return last if resume else None
+        return None
+    log.info("sft: resuming from %s", last)
+    return str(last)
 
 
 def load_demo_rows(world: Path, tokenizer: Any, cfg: SftConfig) -> EncodedDemos:

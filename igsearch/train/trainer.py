@@ -313,6 +313,12 @@ class IGSearchTrainer(GRPOTrainer):
         self._metrics["train"]["time/update"].append(max(step - spent, 0.0))
         return loss
 
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """TRL's checkpoint, written aside and renamed into place when complete (train.checkpoint)."""
+        from igsearch.train.checkpoint import save_checkpoint_atomically
+
+        save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
+
     def evaluate_dev(self) -> dict[str, float]:
         """Greedy dev EM (overall and by question type) with the current policy; logged as dev/*."""
         from igsearch.eval.evaluate import aggregate, aggregate_by, evaluate_examples

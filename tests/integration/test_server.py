@@ -74,6 +74,7 @@ PASSAGES = [
 QUERIES = [q for _, _, q in PASSAGES]
 EXPECTED_TOP = {q: doc_id for doc_id, _, q in PASSAGES}
 MAX_QUERIES = 20
+MAX_QUERY_CHARS = 500
 
 
 class CountingRetriever:
@@ -119,7 +120,12 @@ def counting(bm25):
 @pytest.fixture(scope="module")
 def server(counting):
     app = create_app(
-        counting, default_topk=3, max_topk=100, max_queries=MAX_QUERIES, info={"corpus": "test"}
+        counting,
+        default_topk=3,
+        max_topk=100,
+        max_queries=MAX_QUERIES,
+        max_query_chars=MAX_QUERY_CHARS,
+        info={"corpus": "test"},
     )
     with ServerThread(app) as srv:
         yield srv
@@ -202,67 +208,112 @@ def test_unknown_fields_are_ignored_and_empty_query_list_is_answered(http, count
 
 JSON = {"content-type": "application/json"}
 BAD_REQUESTS = [
-    ("malformed-json", b'{"queries": ["a"', JSON, 400, "malformed JSON"),
-    ("body-array", b'["a", "b"]', JSON, 422, "valid dictionary"),
-    ("body-string", b'"capital of France"', JSON, 422, "valid dictionary"),
-    ("body-missing", b"", JSON, 422, "body: Field required"),
-    ("queries-missing", b'{"topk": 3}', JSON, 422, "queries: Field required"),
+    ("malformed-json", b'{"queries": ["a"', JSON, 400, "body: malformed JSON"),
+    ("body-array", b'["a", "b"]', JSON, 422, "body: must be a JSON object, got a list"),
+    ("body-string", b'"capital of France"', JSON, 422, "body: must be a JSON object, got a str"),
+    ("body-missing", b"", JSON, 400, "body: empty"),
+    ("body-bare-nan", b"NaN", JSON, 400, "NaN is not valid JSON"),
+    ("body-nested-deeply", b"[" * 20_000 + b"]" * 20_000, JSON, 400, "nested too deeply"),
+    ("body-not-utf8", b'{"queries": ["\xff\xfe"]}', JSON, 400, "body: not valid UTF-8"),
+    ("queries-missing", b'{"topk": 3}', JSON, 422, "queries: field required"),
     (
         "queries-not-list",
         b'{"queries": "capital of France"}',
         JSON,
         422,
-        "queries: Input should be a valid list",
+        "queries: must be a list of strings, got str",
     ),
+    ("query-not-string", b'{"queries": ["ok", 7]}', JSON, 422, "queries.1: must be a string"),
     (
-        "query-not-string",
-        b'{"queries": ["ok", 7]}',
+        "query-lone-surrogate",
+        b'{"queries": ["ok", "a\\ud800b"]}',
         JSON,
         422,
-        "queries.1: Input should be a valid string",
+        "queries.1: holds invalid Unicode",
     ),
     (
         "topk-zero",
         b'{"queries": ["a"], "topk": 0}',
         JSON,
         422,
-        "topk must be between 1 and 100, got 0",
+        "topk: must be between 1 and 100, got 0",
     ),
-    (
-        "topk-negative",
-        b'{"queries": ["a"], "topk": -2}',
-        JSON,
-        422,
-        "topk must be between 1 and 100, got -2",
-    ),
-    (
-        "topk-too-big",
-        b'{"queries": ["a"], "topk": 101}',
-        JSON,
-        422,
-        "topk must be between 1 and 100, got 101",
-    ),
+    ("topk-negative", b'{"queries": ["a"], "topk": -2}', JSON, 422, "between 1 and 100, got -2"),
+    ("topk-too-big", b'{"queries": ["a"], "topk": 101}', JSON, 422, "between 1 and 100, got 101"),
     (
         "topk-not-int",
         b'{"queries": ["a"], "topk": "many"}',
         JSON,
         422,
-        "topk: Input should be a valid integer",
+        "topk: must be a whole number",
+    ),
+    (
+        "topk-fraction",
+        b'{"queries": ["a"], "topk": 2.5}',
+        JSON,
+        422,
+        "topk: must be a whole number, got 2.5",
+    ),
+    (
+        "topk-bool",
+        b'{"queries": ["a"], "topk": true}',
+        JSON,
+        422,
+        "topk: must be a whole number or null",
+    ),
+    ("topk-nan", b'{"queries": ["a"], "topk": NaN}', JSON, 400, "NaN is not valid JSON"),
+    ("topk-infinity", b'{"queries": ["a"], "topk": Infinity}', JSON, 400, "Infinity is not valid"),
+    (
+        "topk-minus-infinity",
+        b'{"queries": ["a"], "topk": -Infinity}',
+        JSON,
+        400,
+        "-Infinity is not valid",
+    ),
+    ("topk-overflow", b'{"queries": ["a"], "topk": 1e400}', JSON, 400, "1e400 overflows"),
+    (
+        "topk-huge-int",
+        b'{"queries": ["a"], "topk": 1' + b"0" * 400 + b"}",
+        JSON,
+        422,
+        "topk: must be between",
+    ),
+    (
+        "return-scores-not-bool",
+        b'{"queries": ["a"], "return_scores": "yes"}',
+        JSON,
+        422,
+        "return_scores: must be true or false",
     ),
     (
         "too-many-queries",
         json.dumps({"queries": ["a"] * (MAX_QUERIES + 1)}).encode(),
         JSON,
-        422,
+        413,
         f"at most {MAX_QUERIES}",
+    ),
+    (
+        "query-too-long",
+        json.dumps({"queries": ["x" * (MAX_QUERY_CHARS + 1)]}).encode(),
+        JSON,
+        413,
+        f"queries.0: {MAX_QUERY_CHARS + 1} characters, over this server's cap of {MAX_QUERY_CHARS}",
+    ),
+    (
+        "body-too-large",
+        b'{"queries": ["' + b"y" * 2_000_000 + b'"]}',
+        JSON,
+        413,
+        "bytes is more than",
     ),
     (
         "not-json-content-type",
         b'{"queries": ["a"]}',
         {"content-type": "text/plain"},
-        422,
+        415,
         "Content-Type: application/json",
     ),
+    ("no-content-type", b'{"queries": ["a"]}', {"content-type": ""}, 415, "Content-Type"),
 ]
 
 
@@ -431,5 +482,14 @@ def test_serve_help():
     result = CliRunner().invoke(cli_app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Search-R1" in result.output and "/retrieve" in result.output
-    for option in ("--index", "--host", "--port", "--topk", "--max-topk", "--max-queries"):
+    for option in (
+        "--index",
+        "--host",
+        "--port",
+        "--topk",
+        "--max-topk",
+        "--max-queries",
+        "--max-query-chars",
+        "--max-batch-queries",
+    ):
         assert option in result.output

@@ -270,3 +270,48 @@ def test_ddp_one_step_with_two_cpu_processes(setup):
     step = next(x for x in logs if "loss" in x)
     assert step["all_fail_groups"] == 0.5 and step["searches"] == 1.0
     assert (setup["root"] / "ddp" / "final" / "model.safetensors").exists()
+
+
+def test_a_run_killed_while_saving_resumes_from_the_previous_checkpoint(setup, monkeypatch, caplog):
+    """The step-2 save aborts after the weights and optimizer are written (as a kill would), and
+    an older run left a torn checkpoint-3; --resume skips both, naming them, and reproduces the
+    uninterrupted run's step 2 from checkpoint-1."""
+    import logging
+    import shutil
+
+    from igsearch.train.trainer import IGSearchTrainer
+
+    root = setup["root"]
+    out = root / "killed"
+    run_training(make_cfg(root, "killed", steps=1), generator_factory=scripted)
+
+    def killed(self, output_dir):
+        raise KeyboardInterrupt("killed while saving")
+
+    with monkeypatch.context() as m:
+        m.setattr(IGSearchTrainer, "_save_rng_state", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(make_cfg(root, "killed", steps=2), resume=True, generator_factory=scripted)
+    assert (out / ".partial-checkpoint-2" / "checkpoint-2" / "optimizer.pt").exists()
+    assert not (out / "checkpoint-2").exists()
+    shutil.copytree(out / "checkpoint-1", out / "checkpoint-3")
+    (out / "checkpoint-3" / "trainer_state.json").unlink()
+    with (out / "checkpoint-3" / "model.safetensors").open("r+b") as f:
+        f.truncate(100)
+
+    with caplog.at_level(logging.INFO):
+        run_training(make_cfg(root, "killed", steps=2), resume=True, generator_factory=scripted)
+    assert ".partial-checkpoint-2" in caplog.text
+    assert "incomplete checkpoint" in caplog.text and "checkpoint-3" in caplog.text
+    assert f"continuing from {out / 'checkpoint-1'}" in caplog.text
+    assert not (out / ".partial-checkpoint-2").exists()
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = next(x for x in steps if x["step"] == 2 and "loss" in x)
+    full = make_cfg(root, "uninterrupted", steps=2)
+    run_training(full, generator_factory=scripted)
+    logs = [
+        json.loads(x) for x in (root / "uninterrupted" / "metrics.jsonl").read_text().splitlines()
+    ]
+    expected = next(x for x in logs if x["step"] == 2 and "loss" in x)
+    for key in ("loss", "em", "ig/all/mean", "kl", "grad_norm"):
+        assert resumed[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-7), key

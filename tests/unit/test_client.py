@@ -216,7 +216,7 @@ def test_round_trip_through_a_real_server():
         assert remote.search(["x", "y"], 2) == Echo().search(["x", "y"], 2)
         assert remote.health()["kind"] == "echo"
         with pytest.raises(
-            RetrieverError, match="HTTP 422: topk must be between 1 and 100, got 101"
+            RetrieverError, match="HTTP 422: topk: must be between 1 and 100, got 101"
         ):
             remote.search(["x"], 101)
 
