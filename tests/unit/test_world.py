@@ -25,7 +25,7 @@ from igsearch.data.world import (
 from igsearch.data.world.demos import cite
 from igsearch.data.world.kb import build_kb
 from igsearch.data.world.passages import build_passages
-from igsearch.data.world.questions import build_questions
+from igsearch.data.world.questions import build_questions, plan_items
 from igsearch.errors import IGSearchError
 from igsearch.protocol import TAG_SETS, get_tagset, parse_action
 from igsearch.retrieval.base import Doc, Hit
@@ -177,6 +177,24 @@ def test_demonstrations_follow_the_protocol(world):
     noise = read_world(world)["counts"]["demos"]["noise"]
     assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer"))
     assert 0.75 < sum(d["correct"] for d in demos) / len(demos) < 0.97
+
+
+def test_hop_notes_restate_their_plan_item_so_the_plan_says_what_comes_next(world):
+    # "Denlil is the birthplace of X": what follows "the birthplace of X" in the plan (", then its
+    # country" or the plan's end) is the choice between searching again and answering.
+    kb = build_kb(SEED, SIZES["tiny"].counts)
+    passages = build_passages(kb, SEED)
+    chains = [
+        q for q in build_questions(kb, passages, "train", 10**9, SEED) if q.type != "comparison"
+    ]
+    assert {q.type for q in chains} == {"single_hop", "bridge", "compositional"}
+    for q in chains:
+        items = plan_items(q.plan)
+        assert len(items) == len(q.hops) and q.final_note == q.hops[-1].note
+        for k, (hop, item) in enumerate(zip(q.hops, items, strict=True)):
+            assert hop.note == f"{hop.value} is {item}"
+            rest = q.plan[q.plan.index(item) + len(item) :]
+            assert rest.startswith(", ") if k < len(q.hops) - 1 else rest == ""
 
 
 def _hit(pid: str, title: str, text: str) -> Hit:

@@ -169,6 +169,19 @@ def _answers(kb: KB, hop: Hop) -> tuple[tuple[str, ...], str]:
     return target.aliases, target.kind
 
 
+def plan_items(plan: str) -> list[str]:
+    """The items of a chain's plan, in order: "find the birthplace of X, its country, then the
+    capital" -> ["the birthplace of X", "its country", "the capital"].
+
+    Each hop's note restates its item verbatim after the value ("Denlil is the birthplace of X"),
+    so the words that follow the item in the plan (", then its country" or the end of the plan)
+    tell a policy whether to search again or answer by copying what came next the last time it
+    wrote those words, instead of recalling the question's type across the documents in between.
+    """
+    items = plan.removeprefix("find ").split(", ")
+    return [item.removeprefix("then ") for item in items]
+
+
 def _chain_question(
     kb: KB, facts, spec: ChainSpec, subject: Entity, rng: random.Random
 ) -> Question:
@@ -179,12 +192,17 @@ def _chain_question(
         entity_id = hop.value_id or entity_id
     answers, kind = _answers(kb, hops[-1])
     words = _words(subject)
+    plan = spec.plan.format(s=subject.name, **words)
+    hops = [
+        replace(h, note=f"{h.value} is {item}")
+        for h, item in zip(hops, plan_items(plan), strict=True)
+    ]
     text = rng.choice(spec.phrasings).format(s=subject.name, **words)
     chain = tuple(
         dict.fromkeys([h.entity for h in hops] + [h.value_id for h in hops if h.value_id])
     )
     template = f"{spec.kind}:{'>'.join(spec.relations)}"
-    return Question("", spec.type, template, text, answers, kind, spec.plan.format(s=subject.name, **words), tuple(hops),
+    return Question("", spec.type, template, text, answers, kind, plan, tuple(hops),
                     hops[-1].note, len(hops) - 1, (subject.id,), chain)  # fmt: skip
 
 
