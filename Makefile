@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow demo bench lint clean
+.PHONY: setup test test-slow demo experiment bench lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test-slow: setup
 
 demo: setup
 	$(VENV)/bin/igsearch demo
+
+experiment: setup
+	$(VENV)/bin/igsearch experiment
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -471,5 +471,39 @@ def demo(
     )
 
 
+@app.command()
+def experiment(
+    out: Annotated[Path, typer.Option(help="Run folder (stages are reused from it).")] = Path(
+        "runs/experiment"
+    ),
+    seeds: Annotated[
+        int, typer.Option(help="RL seeds per method (0, 1, …); paired across methods.")
+    ] = 3,
+    steps: Annotated[
+        int | None, typer.Option(help="RL steps per run (default: the demo's full plan).")
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of estimators (default: all, i.e. grpo,ig_grpo,ig_grpo_empty)."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="Tiny world, 2 RL steps, few test questions (a smoke test).")
+    ] = False,
+    fresh: Annotated[bool, typer.Option(help="Delete the run folder and start over.")] = False,
+) -> None:
+    """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
+    training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
+    from igsearch.experiment import experiment_spec, run_experiment
+
+    spec = experiment_spec(quick=quick, seeds=seeds, steps=steps, methods=methods)
+    run_experiment(
+        out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),
+        spec,
+        fresh=fresh,
+    )
+
+
 if __name__ == "__main__":  # `python -m igsearch.cli`, e.g. under `accelerate launch -m`
     run_cli()

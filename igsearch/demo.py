@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from igsearch.config import TrainConfig, WorldConfig, from_dict, load_config
+from igsearch.errors import IGSearchError
 
 console = Console()
 METHODS = {"grpo": "GRPO", "ig_grpo": "IG-Search"}
@@ -168,12 +169,20 @@ def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int
 
 
 def rl_stage(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int) -> Path:
+    """One RL run (any registered estimator); a finished run is reused only with the same settings."""
+    from igsearch.algo.advantages import get_estimator
+    from igsearch.config import to_dict
     from igsearch.train.rl import run_training
 
     cfg = rl_config(root, world, plan, estimator, seed)
     out = Path(cfg.train.output_dir)
+    saved = out / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
+        raise IGSearchError(
+            f"{out} was trained with other settings (e.g. steps): delete it, or pass --fresh"
+        )
     if not _stage(
-        f"RL: {METHODS[estimator]} (seed {seed}, {plan.rl_steps} steps)",
+        f"RL: {get_estimator(estimator).display} (seed {seed}, {plan.rl_steps} steps)",
         (out / "final" / "igsearch.json").exists(),
     ):
         started = any(out.glob("checkpoint-*"))
@@ -185,7 +194,10 @@ def rl_stage(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int)
     return out / "final"
 
 
-def eval_stage(root: Path, world: Path, plan: DemoPlan, name: str, model: Path) -> dict[str, Any]:
+def eval_stage(
+    root: Path, world: Path, plan: DemoPlan, name: str, model: Path, whole_split: bool = False
+) -> dict[str, Any]:
+    """Greedy evaluation on the test split: `plan.eval_per_type` questions per type, or all of them."""
     from igsearch.eval.benchmarks import resolve_sets
     from igsearch.eval.evaluate import evaluate_sets, policy_rollout_config
     from igsearch.eval.report import write_results
@@ -195,7 +207,7 @@ def eval_stage(root: Path, world: Path, plan: DemoPlan, name: str, model: Path) 
 
     out = root / "eval" / name
     if not _stage(f"evaluate {name} on the test split", (out / "results.json").exists()):
-        sets = resolve_sets(world=world, limit=plan.eval_per_type)
+        sets = resolve_sets(world=world, limit=None if whole_split else plan.eval_per_type)
         cfg = policy_rollout_config(
             model, **{k: v for k, v in plan.rollout.items() if k != "prompt_style"}
         )

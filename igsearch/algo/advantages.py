@@ -151,19 +151,28 @@ class Estimator:
     """How IG's counterfactual contexts are built: "random" documents, "empty", or None (no IG)."""
     description: str
     """One line for --help and reports."""
+    label: str = ""
+    """Short name in report tables and plots (the registry name when empty)."""
 
     @property
     def needs_ig(self) -> bool:
         return self.counterfactual is not None
 
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
 
 ESTIMATORS: dict[str, Estimator] = {
-    "grpo": Estimator("grpo", None, "trajectory-level GRPO on exact match (Search-R1)"),
+    "grpo": Estimator("grpo", None, "trajectory-level GRPO on exact match (Search-R1)", "GRPO"),
     "ig_grpo": Estimator(
-        "ig_grpo", "random", "GRPO + information gain on query tokens (IG-Search)"
+        "ig_grpo", "random", "GRPO + information gain on query tokens (IG-Search)", "IG-Search"
     ),
     "ig_grpo_empty": Estimator(
-        "ig_grpo_empty", "empty", "IG-Search ablation: counterfactual is an empty document block"
+        "ig_grpo_empty",
+        "empty",
+        "IG-Search ablation: counterfactual is an empty document block",
+        "IG-Search (empty)",
     ),
 }
 

@@ -125,6 +125,21 @@ def make_plots(root: Path, runs: dict[str, list[Path]]) -> dict[str, Path]:
     return plots
 
 
+def _support_line(ig_runs: list[Path]) -> list[str]:
+    """IG of search steps that retrieved a supporting passage vs the others (IG-Search runs)."""
+    from igsearch.eval.experiment_report import support_summary
+
+    s = support_summary(ig_runs).get("all")
+    if not s or s["auc"] is None:
+        return []
+    return [
+        f"IG vs supporting passages (IG-Search): AUC {s['auc']:.3f}; mean IG {s['ig_support']:.3f} "
+        f"over {s['n_support']:.0f} search steps that retrieved one, {s['ig_other']:.3f} over "
+        f"{s['n_other']:.0f} that did not.",
+        "",
+    ]
+
+
 def write_report(
     root: Path,
     results: dict[str, list[dict[str, Any]]],
@@ -153,6 +168,7 @@ def write_report(
         f"(ratio {overhead:.3f}).",
         "",
     ]
+    lines += _support_line(runs.get("IG-Search", []))
     lines += [f"![{name}]({path.name})" for name, path in plots.items()]
     path = root / "report.md"
     path.write_text("\n".join(lines) + "\n")

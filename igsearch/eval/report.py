@@ -132,3 +132,28 @@ def plot_bars(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_intervals(
+    path: str | Path,
+    rows: dict[str, tuple[float, float, float]],
+    title: str,
+    xlabel: str,
+) -> Path:
+    """A forest plot: one row per name, a point at its estimate and a bar from lo to hi; a dashed
+    line at 0. rows: name -> (estimate, lo, hi)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2), dpi=120)
+    names = list(rows)[::-1]
+    for y, name in enumerate(names):
+        mean, lo, hi = rows[name]
+        ax.plot([lo, hi], [y, y], color="tab:blue", lw=2)
+        ax.plot([mean], [y], "o", color="tab:blue")
+    ax.axvline(0, color="grey", ls="--", lw=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(title=title, xlabel=xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -61,3 +61,48 @@ def advantage_metrics(
         ).item(),
         "adv/all_fail_abs_mean": (advantages.abs() * fail).sum().item() / max(fail.sum().item(), 1),
     }
+
+
+def support_metrics(
+    trajectories: Sequence[Trajectory],
+    supporting_ids: Sequence[Sequence[str]],
+    step_ig: Sequence[Sequence[float]] | None,
+    max_index: int = 5,
+) -> dict[str, float]:
+    """Does IG tell search steps that retrieved a supporting passage from those that did not?
+
+    A step is "supported" when one of its retrieved documents is among its question's
+    `supporting_ids` (QA metadata). Over all steps (`ig_support/all/*`) and by search-step index
+    (`ig_support/step{t}/*`, 1-based): `n_support` and `n_other` (step counts), and, when IG was
+    computed (step_ig not None), `auc` (ROC AUC of IG for supported vs other, ties counted half;
+    absent when a class is empty), `ig_support` and `ig_other` (mean IG of each class).
+    Questions without supporting ids contribute nothing. trajectories, supporting_ids, step_ig: (B,).
+    """
+    from igsearch.eval.stats import roc_auc
+
+    rows: dict[str, tuple[list[float], list[bool]]] = {"all": ([], [])}
+    for i, (traj, support) in enumerate(zip(trajectories, supporting_ids, strict=True)):
+        if not support:
+            continue
+        wanted = set(support)
+        for t, step in enumerate(traj.steps):
+            hit = any(d in wanted for d in step.doc_ids)
+            ig = step_ig[i][t] if step_ig is not None else 0.0
+            for key in ("all", f"step{t + 1}") if t < max_index else ("all",):
+                rows.setdefault(key, ([], []))[0].append(ig)
+                rows[key][1].append(hit)
+    out: dict[str, float] = {}
+    for key, (igs, hits) in rows.items():
+        pos = [v for v, h in zip(igs, hits, strict=True) if h]
+        neg = [v for v, h in zip(igs, hits, strict=True) if not h]
+        out[f"ig_support/{key}/n_support"] = float(len(pos))
+        out[f"ig_support/{key}/n_other"] = float(len(neg))
+        if step_ig is None:
+            continue
+        auc = roc_auc(igs, hits)
+        if auc is not None:
+            out[f"ig_support/{key}/auc"] = auc
+        for name, values in (("ig_support", pos), ("ig_other", neg)):
+            if values:
+                out[f"ig_support/{key}/{name}"] = sum(values) / len(values)
+    return out

@@ -75,7 +75,8 @@ def spread_by_type(examples: Sequence[QAExample], limit: int | None) -> list[QAE
 
 
 def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: Any) -> Any:
-    """A datasets.Dataset with the prompt TRL samples and the columns the rewards read."""
+    """A datasets.Dataset with the prompt TRL samples and the columns the rewards and metrics read
+    (`supporting_ids`: the passages that support the answer, empty when the data has none)."""
     from datasets import Dataset
 
     r = cfg.rollout
@@ -88,6 +89,7 @@ def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: An
                 "golden_answers": list(ex.golden_answers),
                 "qid": ex.id,
                 "qtype": str(ex.metadata.get("type", "")),
+                "supporting_ids": [str(x) for x in ex.metadata.get("supporting_ids") or []],
             }
             for ex in examples
         ]

@@ -275,7 +275,17 @@ class IGSearchTrainer(GRPOTrainer):
         )
         out["advantages"] = adv.to(out["completion_ids"].device)
         self._log_step_metrics(trajs, local_rewards, step_ig, adv, out)
+        self._log_support_metrics(inputs, step_ig)
         return out
+
+    def _log_support_metrics(self, inputs: Sequence[dict[str, Any]], step_ig: list) -> None:
+        """How IG separates steps that retrieved a supporting passage (igsearch.train.metrics)."""
+        from igsearch.train.metrics import support_metrics
+
+        scored = self.estimator.needs_ig and self.cfg.algo.alpha != 0
+        support = [x.get("supporting_ids") or [] for x in inputs]
+        for k, v in support_metrics(self._batch, support, step_ig if scored else None).items():
+            self._metrics["train"][k].append(v)
 
     def _log_step_metrics(
         self,

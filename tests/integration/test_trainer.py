@@ -58,8 +58,14 @@ def setup(tmp_path_factory) -> dict:
     write_small_corpus(corpus)
     build_index(corpus, "bm25", root / "index")
     # Two questions, so every batch of 8 holds one mixed group and one all-fail group (ALL_FAIL).
+    # Supporting passages: p0's own (its search retrieves it), none retrievable for ALL_FAIL.
     qa = [
-        QAExample(pid, q, (ANSWERS[pid],), {"type": "single_hop"})
+        QAExample(
+            pid,
+            q,
+            (ANSWERS[pid],),
+            {"type": "single_hop", "supporting_ids": [pid if pid != ALL_FAIL else "absent"]},
+        )
         for pid, _, _, q in SMALL_CORPUS
         if pid in ("p0", ALL_FAIL)
     ]
@@ -155,6 +161,9 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
         dev[0]["dev/em"] == 0.5 and dev[0]["dev/em/single_hop"] == 0.5
     )  # greedy batch rows 0 (right), 1 (all-fail)
     assert step["adv/all_fail_nonzero_token_share"] > 0  # all-fail groups still train their queries
+    # IG vs supporting passages: 4 rollouts of p0 retrieved theirs, the 4 of ALL_FAIL could not
+    assert step["ig_support/all/n_support"] == 4 and step["ig_support/all/n_other"] == 4
+    assert 0 <= step["ig_support/step1/auc"] <= 1 and "ig_support/all/ig_other" in step
 
 
 def _scored_batch(trainer):

@@ -1,0 +1,69 @@
+"""`igsearch experiment --quick`: three estimators x two seeds on the tiny world, paired intervals in
+experiment.json, and a rerun that reuses every finished stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from igsearch.cli import app
+
+METHODS = ("sft", "grpo", "ig_grpo", "ig_grpo_empty")
+PAIRS = ("ig_grpo-grpo", "ig_grpo-ig_grpo_empty", "grpo-sft", "ig_grpo-sft", "ig_grpo_empty-sft")
+TYPES = {"single_hop", "bridge", "comparison", "compositional"}
+
+
+def check_entry(entry: dict, seeds: int) -> None:
+    for part in (entry["test_em"], entry["multi_hop"], *entry["by_type"].values()):
+        assert set(part) == {"mean", "lo", "hi", "per_seed"}
+        assert len(part["per_seed"]) == seeds
+        assert part["lo"] - 1e-12 <= part["mean"] <= part["hi"] + 1e-12
+    assert set(entry["by_type"]) == TYPES
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment") / "exp"
+    args = ["experiment", "--quick", "--seeds", "2", "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    return out, args, first.output
+
+
+def test_experiment_json_has_every_method_and_pair_with_intervals(run):
+    out, _, output = run
+    data = json.loads((out / "experiment.json").read_text())
+    assert data["seeds"] == [0, 1] and data["steps"] == 2 and data["minutes"] > 0
+    assert set(data["methods"]) == set(METHODS) and set(PAIRS) <= set(data["paired"])
+    for entry in (*data["methods"].values(), *data["paired"].values()):
+        check_entry(entry, seeds=2)
+    sft, grpo = data["methods"]["sft"]["test_em"], data["methods"]["grpo"]["test_em"]
+    diff = data["paired"]["grpo-sft"]["test_em"]["per_seed"]
+    assert diff == pytest.approx(
+        [g - s for g, s in zip(grpo["per_seed"], sft["per_seed"], strict=True)]
+    )
+    assert data["questions"] == {t: 3 for t in TYPES}
+    assert "[4/15]" in output  # progress: stage 4 of world, sft, 7 evaluations, 6 RL runs
+
+
+def test_experiment_md_says_how_intervals_are_computed_and_has_plots(run):
+    out, _, _ = run
+    md = (out / "experiment.md").read_text()
+    assert "How the intervals are computed" in md and "| IG-Search − GRPO |" in md
+    for png in ("paired_differences.png", "dev_em.png", "reward.png", "all_fail.png"):
+        assert (out / png).stat().st_size > 1000, png
+        assert f"({png})" in md
+
+
+def test_a_rerun_reuses_every_finished_stage(run):
+    out, args, _ = run
+    before = (out / "experiment.json").read_text()
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert second.output.count("already done, reused") == 15
+    assert (
+        json.loads((out / "experiment.json").read_text())["methods"]
+        == json.loads(before)["methods"]
+    )
