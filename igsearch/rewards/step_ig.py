@@ -16,14 +16,12 @@ Steps that cannot change any advantage are not scored (an empty query span gets 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
-
-import numpy as np
 
 from igsearch.protocol import TagSet
 from igsearch.retrieval.base import Hit
-from igsearch.rewards.info_gain import StepDocs, sample_counterfactuals
+from igsearch.rewards.info_gain import Fallback, StepDocs, sample_counterfactuals
 from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
 from igsearch.rollout.loop import Trajectory, encode_block, observation_text
 
@@ -68,7 +66,7 @@ def compute_step_ig(
     seed: int = 0,
     answer_prefix: str = "\n<answer>",
     max_obs_tokens: int | None = None,
-    fallback: Callable[[np.random.Generator, int], Sequence[Hit]] | None = None,
+    fallback: Fallback[Hit] | None = None,
     skip_empty_queries: bool = True,
 ) -> list[list[float]]:
     """IG per search step of each trajectory: result[i][t] for rollout i, step t.

@@ -10,7 +10,9 @@ Segmentation contract (igsearch.train.sft_data tokenises demonstrations alike):
         tokenizer adds them; add_special_tokens=False for 'chat' prompts, whose template has them]
       + gen_1 + block_1 + gen_2 + block_2 + ... + gen_n
   gen_i: the ids generated in turn i, cut right after the first stop string (an EOS is kept and ends
-  the row; nothing is appended after `</answer>`). block_i: each inserted text encoded ALONE by
+  the row). A turn that answers without generating EOS gets the tokenizer's EOS appended as part
+  of gen_i (trained like a generated token, so the policy learns to stop, and TRL sees a finished
+  completion), when the budgets leave room for it. block_i: each inserted text encoded ALONE by
   `encode_block` (add_special_tokens=False): `observation_text(...)` after a search
   (= tags.wrap_info(render_docs(hits, max_obs_tokens))), `tags.invalid_message` after an invalid
   turn, then `tags.final_turn_message` (its own block) once the turn budget is spent.
@@ -314,9 +316,12 @@ _ACTION_KINDS = {Search: "search", Answer: "answer"}
 def _take_turn(row: _Row, out: Sequence[int], limit: int, ctx: _Ctx) -> None:
     """Record one generated turn and act on it (answer, invalid message, or queue a search)."""
     ids, text, ended = cut_turn(ctx.tok, list(out)[:limit], ctx.tags.stop_strings, ctx.eos_ids)
+    action = parse_action(text, ctx.tags)
+    eos = ctx.tok.eos_token_id if ctx.tok.eos_token_id in ctx.eos_ids else min(ctx.eos_ids, default=None)
+    if isinstance(action, Answer) and ended != "eos" and eos is not None and len(ids) < row.room(ctx.cfg)[0]:
+        ids = ids + [eos]
     start = len(row.response)
     row.append(ids, "generated", ctx.cfg)
-    action = parse_action(text, ctx.tags)
     kind = _ACTION_KINDS.get(type(action), "invalid")
     row.actions.append(kind)
     if isinstance(action, Answer):

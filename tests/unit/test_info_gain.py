@@ -55,7 +55,8 @@ def test_fallback_fills_a_small_pool_and_missing_fallback_says_how_to_fix():
     steps = [StepDocs("q1", [D("a"), D("b"), D("c")]), StepDocs("q2", [D("x")])]
     corpus = [D(f"c{i}") for i in range(10)]
 
-    def fallback(rng: np.random.Generator, n: int):
+    def fallback(rng: np.random.Generator, n: int, exclude):
+        assert {"a", "b", "c", "x"} <= exclude
         return [corpus[i] for i in rng.choice(len(corpus), n, replace=False)]
 
     sets = sample_counterfactuals(steps, n_sets=2, fallback=fallback)
