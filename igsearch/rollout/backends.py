@@ -222,7 +222,9 @@ class HFGenerator:
                 record.take(out[:, -1])
         new, logprobs = out[:, width:].tolist(), record.rows()
         ids = [cut_turn(self.tokenizer, row, stop_strings, self.eos_token_ids)[0] for row in new]
-        return ids, [lp[: len(row)] for lp, row in zip(logprobs or [[]] * len(ids), ids, strict=True)]
+        return ids, [
+            lp[: len(row)] for lp, row in zip(logprobs or [[]] * len(ids), ids, strict=True)
+        ]
 
 
 VLLM_HINT = (

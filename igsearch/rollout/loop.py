@@ -313,13 +313,18 @@ class _Ctx:
 _ACTION_KINDS = {Search: "search", Answer: "answer"}
 
 
+def _answer_eos(ctx: _Ctx) -> list[int]:
+    """The EOS appended after an answer: the tokenizer's, else the smallest EOS id, else none."""
+    eos = ctx.tok.eos_token_id
+    return [eos] if eos in ctx.eos_ids else sorted(ctx.eos_ids)[:1]
+
+
 def _take_turn(row: _Row, out: Sequence[int], limit: int, ctx: _Ctx) -> None:
     """Record one generated turn and act on it (answer, invalid message, or queue a search)."""
     ids, text, ended = cut_turn(ctx.tok, list(out)[:limit], ctx.tags.stop_strings, ctx.eos_ids)
     action = parse_action(text, ctx.tags)
-    eos = ctx.tok.eos_token_id if ctx.tok.eos_token_id in ctx.eos_ids else min(ctx.eos_ids, default=None)
-    if isinstance(action, Answer) and ended != "eos" and eos is not None and len(ids) < row.room(ctx.cfg)[0]:
-        ids = ids + [eos]
+    if isinstance(action, Answer) and ended != "eos" and len(ids) < row.room(ctx.cfg)[0]:
+        ids = ids + _answer_eos(ctx)
     start = len(row.response)
     row.append(ids, "generated", ctx.cfg)
     kind = _ACTION_KINDS.get(type(action), "invalid")

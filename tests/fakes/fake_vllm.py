@@ -181,7 +181,9 @@ class LLM:
                 ids, text = list(prompt["prompt_token_ids"]), None
             limit = self.llm_engine.model_config.max_model_len
             if len(ids) >= limit:
-                raise ValueError(f"prompt of {len(ids)} tokens is longer than max_model_len {limit}")
+                raise ValueError(
+                    f"prompt of {len(ids)} tokens is longer than max_model_len {limit}"
+                )
             gen = torch.Generator().manual_seed(sp.seed) if sp.seed is not None else self.rng
             samples = [self._sample(ids, sp, gen, j) for j in range(sp.n)]
             outs.append(RequestOutput(str(i), text, ids, samples))
@@ -280,7 +282,11 @@ def install(monkeypatch: Any) -> types.ModuleType:
     for name in ("LLM", "SamplingParams", "RequestOutput", "TokensPrompt"):
         setattr(vllm, name, getattr(this, name))
     vllm.inputs, vllm.sampling_params = inputs, sampling
-    for name, module in (("vllm", vllm), ("vllm.inputs", inputs), ("vllm.sampling_params", sampling)):
+    for name, module in (
+        ("vllm", vllm),
+        ("vllm.inputs", inputs),
+        ("vllm.sampling_params", sampling),
+    ):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(trl_vllm, "is_vllm_available", lambda *a, **k: True)
     for name in ("LLM", "SamplingParams", "RequestOutput"):

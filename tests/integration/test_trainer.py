@@ -319,7 +319,8 @@ def test_dev_rows_never_carry_the_step_metrics(setup):
     cfg = make_cfg(setup["root"], "devrows", steps=2, eval_steps=1)
     _trainer(cfg).train()
     rows = [
-        json.loads(x) for x in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+        json.loads(x)
+        for x in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
     ]
     train = [r for r in rows if "loss" in r]
     dev = [r for r in rows if "dev/em" in r]

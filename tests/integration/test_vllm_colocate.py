@@ -97,7 +97,8 @@ def test_trainer_with_vllm_colocate_trains_two_steps(setup, vllm):  # noqa: F811
     trainer.train()
     assert llm.weights.loaded == 2 * len(list(trainer.model.parameters()))  # once per step
     rows = [
-        json.loads(x) for x in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+        json.loads(x)
+        for x in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
     ]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]

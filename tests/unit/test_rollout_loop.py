@@ -267,7 +267,9 @@ def test_max_turns_zero_answers_without_searching():
 def test_a_finished_answer_ends_with_one_trained_eos():
     """TRL counts a completion whose last id is not EOS as truncated; a finished answer is not."""
     gens = {"a": ["<answer>x</answer>"], "b": [f"<answer>x</answer>{EOS}"]}
-    trajs = run_rollouts([prompt("a"), prompt("b")], ScriptedGenerator(gens), NullRetriever(), cfg())
+    trajs = run_rollouts(
+        [prompt("a"), prompt("b")], ScriptedGenerator(gens), NullRetriever(), cfg()
+    )
     for traj in trajs:
         check_invariants(traj)
         assert traj.response_ids[-1] == TOK.eos_token_id and traj.loss_mask[-1] == 1
