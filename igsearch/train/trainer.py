@@ -40,10 +40,10 @@ from igsearch.algo.advantages import compute_ig_advantages, get_estimator  # noq
 from igsearch.config import TrainConfig  # noqa: E402
 from igsearch.errors import IGSearchError  # noqa: E402
 from igsearch.protocol import get_tagset  # noqa: E402
-from igsearch.retrieval.base import Hit, TimedRetriever  # noqa: E402
+from igsearch.retrieval.base import TimedRetriever  # noqa: E402
 from igsearch.rewards.outcome import exact_match  # noqa: E402
 from igsearch.rewards.scorer import AnswerScorer  # noqa: E402
-from igsearch.rewards.step_ig import compute_step_ig  # noqa: E402
+from igsearch.rewards.step_ig import compute_step_ig, corpus_fallback  # noqa: E402
 from igsearch.rollout.backends import HFGenerator  # noqa: E402
 from igsearch.rollout.logprobs import LogprobRecorder  # noqa: E402
 from igsearch.rollout.loop import run_rollouts  # noqa: E402
@@ -55,34 +55,6 @@ def exact_match_reward(
 ) -> list[float]:
     """TRL reward function: EM of the last <answer> of each response against the gold aliases."""
     return [exact_match(a, g) for a, g in zip(answer, golden_answers, strict=True)]
-
-
-def corpus_fallback(retriever: Any):
-    """Random corpus documents for counterfactual sets, when the retriever holds a corpus store:
-    `draw(rng, n, exclude)` returns n distinct documents whose ids are not in `exclude`."""
-    store = getattr(retriever, "store", None)
-    if store is None or not len(store):
-        return None
-
-    def draw(rng, n: int, exclude: frozenset = frozenset()) -> list[Hit]:
-        size, picked, seen = len(store), [], set()
-        small = size <= 4 * (n + len(exclude))  # walk a permutation; else sample and reject
-        order = iter(rng.permutation(size)) if small else None
-        while len(picked) < n:
-            i = int(next(order, -1)) if order is not None else int(rng.integers(size))
-            if i < 0:
-                raise IGSearchError(
-                    f"the corpus has {size} documents, too few for {n} counterfactual documents "
-                    "outside the step's question; use a larger corpus or a larger batch"
-                )
-            if i in seen:
-                continue
-            seen.add(i)
-            if store[i].id not in exclude:
-                picked.append(Hit(store[i], 0.0))
-        return picked
-
-    return draw
 
 
 def check_processes(cfg: TrainConfig, num_processes: int) -> int:

@@ -86,7 +86,7 @@ def test_weighted_score_and_ig_hand_computed():
 def test_corpus_fallback_draws_distinct_documents_outside_the_question():
     """Counterfactual sets never repeat a document, nor use the step's own or its question's."""
     from igsearch.retrieval.base import Doc, Hit
-    from igsearch.train.trainer import corpus_fallback
+    from igsearch.rewards.step_ig import corpus_fallback
 
     store = [Doc(f"d{i}", f"T{i}\ntext {i}") for i in range(12)]
     draw = corpus_fallback(type("R", (), {"store": store})())
