@@ -108,10 +108,18 @@ def one_step(cfg: TrainConfig, factory: Any) -> dict[str, Any]:
     trainer = build_trainer(cfg, generator_factory=factory)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
+    trajs: list = []
+    rollout = trainer.rollout_func
+
+    def recording(prompts: Any, t: Any) -> dict[str, Any]:  # keeps the step's trajectories
+        out = rollout(prompts, t)
+        trajs[:] = out["trajectory"]
+        return out
+
+    trainer.rollout_func = recording
     try:
         trainer.train()
         log = next(x for x in trainer.state.log_history if "time/step" in x)
-        trajs = trainer._batch
         params = count_parameters(trainer.accelerator.unwrap_model(trainer.model))
     finally:
         shutil.rmtree(cfg.train.output_dir, ignore_errors=True)

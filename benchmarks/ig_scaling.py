@@ -38,10 +38,9 @@ from igsearch.data.qa import read_qa  # noqa: E402
 from igsearch.protocol import build_prompt  # noqa: E402
 from igsearch.retrieval.index import load_index  # noqa: E402
 from igsearch.rewards.scorer import AnswerScorer  # noqa: E402
-from igsearch.rewards.step_ig import compute_step_ig  # noqa: E402
+from igsearch.rewards.step_ig import compute_step_ig, corpus_fallback  # noqa: E402
 from igsearch.rollout.loop import run_rollouts  # noqa: E402
 from igsearch.train.models import count_parameters, load_policy  # noqa: E402
-from igsearch.train.trainer import corpus_fallback  # noqa: E402
 
 
 class ReferenceScorer(AnswerScorer):

@@ -578,6 +578,10 @@ class OptimConfig:
             )
 
 
+MIN_TRAIN_TEMPERATURE = 0.1
+"""Lowest rollout temperature `igsearch train` accepts (see TrainConfig.__post_init__)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """`igsearch train`: policy, data, retriever, rollout, algorithm and optimisation."""
@@ -596,3 +600,18 @@ class TrainConfig:
     """Optimisation, checkpoints and logging."""
     trust_remote_code: bool = False
     """Allow model code from the model folder or hub (off unless you trust its author)."""
+
+    def __post_init__(self) -> None:
+        r = self.rollout
+        if r.temperature < MIN_TRAIN_TEMPERATURE:
+            raise ConfigError(
+                f"rollout.temperature={r.temperature}: training needs sampled rollouts, and TRL's loss "
+                f"divides the logits by this temperature (x{1 / max(r.temperature, 1e-5):.0f} here); "
+                f"use rollout.temperature=1.0 (evaluation is greedy on its own)"
+            )
+        if r.top_p < 1:
+            raise ConfigError(
+                f"rollout.top_p={r.top_p}: rollouts would come from the nucleus while the loss, "
+                "TRL's old log-probs and the IG scorer use the full tempered softmax, which makes "
+                "every update off-policy; set rollout.top_p=1.0 for training"
+            )

@@ -28,6 +28,8 @@ from igsearch.errors import IGSearchError
 
 D = TypeVar("D")
 COUNTERFACTUALS = ("random", "empty")
+Fallback = Callable[[np.random.Generator, int, frozenset[Hashable]], Sequence[D]]
+"""fallback(rng, n, exclude): n distinct random corpus documents, none whose key is in exclude."""
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,16 @@ def sample_counterfactuals(
     n_sets: int = 3,
     seed: int = 0,
     kind: str = "random",
-    fallback: Callable[[np.random.Generator, int], Sequence[D]] | None = None,
+    fallback: Fallback[D] | None = None,
 ) -> list[list[list[D]]]:
     """Counterfactual document sets for every step: result[s][j] is set j of step s.
 
     `random`: each set has as many documents as the step's real set, drawn without replacement
     from the batch pool of documents retrieved for other questions (deduplicated by `.id`,
-    excluding the step's own documents); `fallback(rng, n)` supplies random corpus documents when
-    the pool is too small. The RNG of step s is seeded by (seed, s), so a step's sets do not depend
+    excluding the step's own documents); when the pool is too small, `fallback(rng, n, exclude)`
+    supplies n distinct random corpus documents whose keys are not in `exclude` (the step's own
+    documents, every document retrieved for the step's question, and the pool documents already
+    in the set). The RNG of step s is seeded by (seed, s), so a step's sets do not depend
     on how many steps precede it in other rows. `empty`: one empty set per step.
     """
     if kind not in COUNTERFACTUALS:
@@ -75,8 +79,12 @@ def sample_counterfactuals(
     for s, step in enumerate(steps):
         rng = np.random.default_rng([seed, s])
         own = {_doc_key(d) for d in step.docs}
+        same = {key for key, (q, _) in pool.items() if q == step.question}
         candidates = [d for key, (q, d) in pool.items() if q != step.question and key not in own]
-        out.append([_draw(candidates, len(step.docs), rng, fallback) for _ in range(n_sets)])
+        exclude = frozenset(own | same | {_doc_key(d) for d in candidates})
+        out.append(
+            [_draw(candidates, len(step.docs), rng, fallback, exclude) for _ in range(n_sets)]
+        )
     return out
 
 
@@ -84,7 +92,8 @@ def _draw(
     candidates: Sequence[D],
     k: int,
     rng: np.random.Generator,
-    fallback: Callable[[np.random.Generator, int], Sequence[D]] | None,
+    fallback: Fallback[D] | None,
+    exclude: frozenset[Hashable],
 ) -> list[D]:
     if k == 0:
         return []
@@ -95,7 +104,7 @@ def _draw(
             f"only {len(candidates)} documents from other questions in this batch but {k} are needed; "
             "pass a corpus fallback or use a larger batch"
         )
-    return list(candidates) + list(fallback(rng, k - len(candidates)))
+    return list(candidates) + list(fallback(rng, k - len(candidates), exclude))
 
 
 def answer_weights(length: int, first: int = 3, weight: float = 3.0) -> Tensor:

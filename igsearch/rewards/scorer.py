@@ -148,10 +148,17 @@ class AnswerScorer:
         first_tokens: int = 3,
         first_weight: float = 3.0,
         max_batch_tokens: int = 16384,
+        temperature: float = 1.0,
     ):
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        if temperature <= 0:
+            raise ValueError(
+                f"temperature must be > 0 (the sampling temperature of the policy), got {temperature}"
+            )
         self.model = model
+        self.temperature = temperature
+        """Logits are divided by it: s(C) scores the answer under the policy that sampled the rollouts."""
         self.max_context = max_context
         self.first_tokens = first_tokens
         self.first_weight = first_weight
@@ -204,7 +211,7 @@ class AnswerScorer:
         x = torch.tensor([ids], device=self.device)
         self.tokens_encoded += len(ids)
         self.forward_passes += 1
-        logits = self.model(input_ids=x).logits[0, -n_alias - 1 : -1].float()
+        logits = self.model(input_ids=x).logits[0, -n_alias - 1 : -1].float() / self.temperature
         lp = torch.log_softmax(logits, -1).gather(-1, x[0, -n_alias:, None]).squeeze(-1)
         return self._alias_score(lp).cpu()
 
@@ -341,6 +348,7 @@ class AnswerScorer:
             )
             .logits[:, :-1]
             .float()
+            / self.temperature
         )
         real = sum(len(j.suffix) for j in jobs)
         self.tokens_encoded += real

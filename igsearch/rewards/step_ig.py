@@ -16,14 +16,13 @@ Steps that cannot change any advantage are not scored (an empty query span gets 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
-import numpy as np
-
+from igsearch.errors import IGSearchError
 from igsearch.protocol import TagSet
 from igsearch.retrieval.base import Hit
-from igsearch.rewards.info_gain import StepDocs, sample_counterfactuals
+from igsearch.rewards.info_gain import Fallback, StepDocs, sample_counterfactuals
 from igsearch.rewards.scorer import AnswerScorer, ScoreRequest, ig_from_scores
 from igsearch.rollout.loop import Trajectory, observation_text
 from igsearch.tokens import encode_block
@@ -79,7 +78,7 @@ def compute_step_ig(
     seed: int = 0,
     answer_prefix: str = "\n<answer>",
     max_obs_tokens: int | None = None,
-    fallback: Callable[[np.random.Generator, int], Sequence[Hit]] | None = None,
+    fallback: Fallback[Hit] | None = None,
     skip_empty_queries: bool = True,
     rendering: str = "igsearch",
 ) -> list[list[float]]:
@@ -120,3 +119,31 @@ def compute_step_ig(
         for (i, t), scores in zip(slots, scorer.score(requests), strict=True):
             out[i][t] = ig_from_scores(scores)
     return out
+
+
+def corpus_fallback(retriever: Any):
+    """Random corpus documents for counterfactual sets, when the retriever holds a corpus store:
+    `draw(rng, n, exclude)` returns n distinct documents whose ids are not in `exclude`."""
+    store = getattr(retriever, "store", None)
+    if store is None or not len(store):
+        return None
+
+    def draw(rng, n: int, exclude: frozenset = frozenset()) -> list[Hit]:
+        size, picked, seen = len(store), [], set()
+        small = size <= 4 * (n + len(exclude))  # walk a permutation; else sample and reject
+        order = iter(rng.permutation(size)) if small else None
+        while len(picked) < n:
+            i = int(next(order, -1)) if order is not None else int(rng.integers(size))
+            if i < 0:
+                raise IGSearchError(
+                    f"the corpus has {size} documents, too few for {n} counterfactual documents "
+                    "outside the step's question; use a larger corpus or a larger batch"
+                )
+            if i in seen:
+                continue
+            seen.add(i)
+            if store[i].id not in exclude:
+                picked.append(Hit(store[i], 0.0))
+        return picked
+
+    return draw

@@ -7,11 +7,15 @@ no repetition penalty, whatever the checkpoint's generation_config says), as pol
 log-probs assume. With temperature > 0 a row's sample depends on the rest of its batch (one RNG
 stream per call); greedy decoding gives the same ids batched or alone (left padding with position
 ids from the attention mask), up to floating-point ties.
+
+`generate_with_logprobs` also returns, per row, the log-probability each returned token had under
+the distribution it was sampled from (tempered softmax; the untempered one when greedy), which the
+trainer hands to TRL for its sampling importance correction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from igsearch.errors import IGSearchError
@@ -58,6 +62,36 @@ class _StopOnStrings:
         )
         done = [any(s in t for s in self.stops) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _SampledLogprobs:
+    """LogitsProcessor that records log_softmax(scores / T) at every step and, one step later (when
+    the sampled token is known), the sampled token's entry. transformers runs custom processors
+    before its own temperature / top-p warpers, so the temperature is applied here."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.prev: Any = None
+        self.values: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.prev is not None:
+            self.take(input_ids[:, -1])
+        self.prev = torch.log_softmax(scores.float() / self.temperature, -1)
+        return scores
+
+    def take(self, tokens: Any) -> None:
+        """Record the previous step's log-prob of `tokens` (B,)."""
+        self.values.append(self.prev.gather(-1, tokens[:, None]).squeeze(-1))
+        self.prev = None
+
+    def rows(self) -> list[list[float]]:
+        """(B, steps) recorded log-probs as lists."""
+        import torch
+
+        return torch.stack(self.values, 1).tolist() if self.values else []
 
 
 class HFGenerator:
@@ -130,12 +164,27 @@ class HFGenerator:
         seed: int = 0,
     ) -> list[list[int]]:
         """New ids per row, cut after the first stop string or EOS (see the module docstring)."""
+        return self.generate_with_logprobs(
+            batch, max_new_tokens, stop_strings, temperature, top_p, seed
+        )[0]
+
+    def generate_with_logprobs(
+        self,
+        batch: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        stop_strings: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """(new ids, their sampling log-probs) per row; log-probs are of the tempered full softmax
+        (after any user logits processor), whatever `top_p`."""
         if not batch:
-            return []
+            return [], []
         if any(not ids for ids in batch):
             raise IGSearchError("HFGenerator.generate: every context needs at least one token")
         torch = self._torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         input_ids, mask = self._pad(batch)
         width = input_ids.shape[1]
@@ -144,6 +193,8 @@ class HFGenerator:
             if stop_strings
             else None
         )
+        record = _SampledLogprobs(temperature)
+        processors = LogitsProcessorList([*(self.logits_processor or []), record])
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
@@ -152,10 +203,15 @@ class HFGenerator:
                 attention_mask=mask,
                 generation_config=self._generation_config(max_new_tokens, temperature, top_p),
                 stopping_criteria=stop,
-                logits_processor=self.logits_processor,
+                logits_processor=processors,
             )
-        new = out[:, width:].tolist()
-        return [cut_turn(self.tokenizer, row, stop_strings, self.eos_token_ids)[0] for row in new]
+            if record.prev is not None and out.shape[1] > width:
+                record.take(out[:, -1])
+        new, logprobs = out[:, width:].tolist(), record.rows()
+        ids = [cut_turn(self.tokenizer, row, stop_strings, self.eos_token_ids)[0] for row in new]
+        return ids, [
+            lp[: len(row)] for lp, row in zip(logprobs or [[]] * len(ids), ids, strict=True)
+        ]
 
 
 VLLM_HINT = (
@@ -176,7 +232,11 @@ class VLLMGenerator:
     """vLLM offline engine fed token-id prompts; needs the `vllm` extra and a CUDA GPU.
 
     `model` is a Hugging Face folder or hub name; `llm_kwargs` go to `vllm.LLM` (e.g.
-    gpu_memory_utilization, dtype, max_model_len). Row i of a call is sampled with seed `seed + i`.
+    gpu_memory_utilization, dtype, max_model_len). `from_llm` wraps an engine that already exists
+    (TRL's colocated one during training). Row i of a call is sampled with its own seed `seed + i`,
+    so its tokens do not depend on the rest of the batch; EOS ids are passed as `stop_token_ids`.
+    Log-probs are what the engine reports for the sampled tokens: tempered ones when the engine
+    runs with `logprobs_mode="processed_logprobs"` (as TRL starts it), raw ones otherwise.
     """
 
     def __init__(self, model: str, tokenizer: Any = None, **llm_kwargs: Any):
@@ -194,6 +254,16 @@ class VLLMGenerator:
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self.eos_token_ids = eos_ids(self.tokenizer.eos_token_id, _generation_eos(str(model)))
 
+    @classmethod
+    def from_llm(
+        cls, llm: Any, tokenizer: Any, eos_token_ids: Iterable[int] | None = None
+    ) -> VLLMGenerator:
+        """Wrap an existing `vllm.LLM`; `eos_token_ids` default to the tokenizer's EOS."""
+        gen = cls.__new__(cls)
+        gen.llm, gen.tokenizer = llm, tokenizer
+        gen.eos_token_ids = eos_ids(tokenizer.eos_token_id, eos_token_ids)
+        return gen
+
     def generate(
         self,
         batch: Sequence[Sequence[int]],
@@ -204,8 +274,22 @@ class VLLMGenerator:
         seed: int = 0,
     ) -> list[list[int]]:
         """New ids per row, cut after the first stop string or EOS (see the module docstring)."""
+        return self.generate_with_logprobs(
+            batch, max_new_tokens, stop_strings, temperature, top_p, seed
+        )[0]
+
+    def generate_with_logprobs(
+        self,
+        batch: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        stop_strings: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """(new ids, the engine's log-probs of them) per row (see the class docstring)."""
         if not batch:
-            return []
+            return [], []
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -217,13 +301,31 @@ class VLLMGenerator:
                 top_p=top_p if temperature > 0 else 1.0,
                 seed=seed + i,
                 stop=list(stop_strings),
+                stop_token_ids=sorted(self.eos_token_ids),
                 include_stop_str_in_output=True,
                 skip_special_tokens=False,
                 spaces_between_special_tokens=False,
+                logprobs=0,
             )
             for i in range(len(batch))
         ]
         prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in batch]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
-        rows = [list(o.outputs[0].token_ids) for o in outs]
-        return [cut_turn(self.tokenizer, row, stop_strings, self.eos_token_ids)[0] for row in rows]
+        ids, logprobs = [], []
+        for out in outs:
+            row = list(out.outputs[0].token_ids)
+            cut = cut_turn(self.tokenizer, row, stop_strings, self.eos_token_ids)[0]
+            ids.append(cut)
+            logprobs.append(_sampled_logprobs(out.outputs[0].logprobs, cut))
+        return ids, logprobs
+
+
+def _sampled_logprobs(per_position: Any, ids: Sequence[int]) -> list[float]:
+    """The log-prob of each of `ids` from vLLM's per-position {token id: Logprob} dicts (NaN where
+    the engine reported none)."""
+    if per_position is None:
+        return [float("nan")] * len(ids)
+    return [
+        float(getattr(entry.get(t), "logprob", float("nan")))
+        for entry, t in zip(per_position, ids, strict=False)
+    ]

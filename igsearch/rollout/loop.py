@@ -10,7 +10,9 @@ Segmentation contract (igsearch.tokens; igsearch.train.sft_data tokenises demons
         tokenizer adds them; add_special_tokens=False for 'chat' prompts, whose template has them]
       + gen_1 + block_1 + gen_2 + block_2 + ... + gen_n
   gen_i: the ids generated in turn i, cut right after the first stop string (an EOS is kept and ends
-  the row; nothing is appended after `</answer>`). block_i: each inserted text encoded ALONE by
+  the row). A turn that answers without generating EOS gets the tokenizer's EOS appended as part
+  of gen_i (trained like a generated token, so the policy learns to stop, and TRL sees a finished
+  completion), when the budgets leave room for it. block_i: each inserted text encoded ALONE by
   `encode_block` (add_special_tokens=False): `observation_text(...)` after a search
   (= wrap_observation(tags, render_docs(hits, max_obs_tokens, rendering), rendering)),
   `invalid_message(tags, rendering)` after an invalid turn, then `tags.final_turn_message` (its
@@ -266,12 +268,20 @@ class _Ctx:
 _ACTION_KINDS = {Search: "search", Answer: "answer"}
 
 
+def _answer_eos(ctx: _Ctx) -> list[int]:
+    """The EOS appended after an answer: the tokenizer's, else the smallest EOS id, else none."""
+    eos = ctx.tok.eos_token_id
+    return [eos] if eos in ctx.eos_ids else sorted(ctx.eos_ids)[:1]
+
+
 def _take_turn(row: _Row, out: Sequence[int], limit: int, ctx: _Ctx) -> None:
     """Record one generated turn and act on it (answer, invalid message, or queue a search)."""
     ids, text, ended = cut_turn(ctx.tok, list(out)[:limit], ctx.tags.stop_strings, ctx.eos_ids)
+    action = parse_action(text, ctx.tags)
+    if isinstance(action, Answer) and ended != "eos" and len(ids) < row.room(ctx.cfg)[0]:
+        ids = ids + _answer_eos(ctx)
     start = len(row.response)
     row.append(ids, "generated", ctx.cfg)
-    action = parse_action(text, ctx.tags)
     kind = _ACTION_KINDS.get(type(action), "invalid")
     row.actions.append(kind)
     if isinstance(action, Answer):

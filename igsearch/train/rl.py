@@ -96,6 +96,20 @@ def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: An
     )
 
 
+def load_train_policy(cfg: TrainConfig) -> tuple[Any, Any]:
+    """(model, tokenizer) to train: fp32 weights on the CPU, whatever the machine.
+
+    The optimizer updates these fp32 master weights; `train.bf16` runs forward and backward under
+    bf16 autocast (with DeepSpeed, its bf16 engine keeps the fp32 master copy in the optimizer
+    state instead). Accelerate moves the model to each process's own device; moving it here would
+    put every process's copy on GPU 0.
+    """
+    model, tokenizer = load_policy(
+        cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32, device="cpu"
+    )
+    return model, tokenizer
+
+
 def build_trainer(
     cfg: TrainConfig, callbacks: Sequence[Any] = (), generator_factory: Any = None
 ) -> Any:
@@ -107,11 +121,7 @@ def build_trainer(
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    model, tokenizer = load_policy(
-        cfg.model,
-        trust_remote_code=cfg.trust_remote_code,
-        device="cpu" if not torch.cuda.is_available() else None,
-    )
+    model, tokenizer = load_train_policy(cfg)
     dataset = build_dataset(read_examples(cfg.data.train, cfg.data.max_train), cfg, tokenizer)
     if len(dataset) * cfg.train.group_size < cfg.train.batch_size:
         raise IGSearchError(

@@ -1,23 +1,28 @@
 """IG-Search on TRL: `IGSearchTrainer`, a `GRPOTrainer` whose rollouts, rewards and advantages are
 igsearch's. Tested with TRL 1.16 (pinned in pyproject.toml); this is the only module that imports TRL.
 
-One training step:
-1. `rollout_func` runs igsearch's multi-turn loop (igsearch.rollout.loop) on the step's prompts and
-   hands TRL the token ids plus `env_mask` = the trajectory's loss mask, so inserted documents are
-   attended to but never trained;
-2. TRL computes the old / reference log-probs and the exact-match reward (a TRL reward function);
-3. `_generate_and_score_completions` then scores the information gain of every search step under
-   the rollout policy (igsearch.rewards.step_ig) and replaces TRL's (B,) advantages by igsearch's
-   (B, T) ones (igsearch.algo.advantages). TRL's loss broadcasts (B, T) advantages as they are.
+One training step is one scoring path, each stage reading what the previous one left on the rows:
+1. rollout: `_rollout_func` runs igsearch's multi-turn loop (igsearch.rollout.loop) on the step's
+   prompts (HF `generate`, or TRL's colocated vLLM engine) and hands TRL the token ids, the
+   backend's sampling log-probs (TRL's vLLM importance correction reads them), `env_mask` = the
+   trajectory's loss mask (inserted documents are attended to but never trained) and, per row,
+   the `trajectory` itself, which TRL merges into the step's input rows;
+2. reward: TRL calls `_calculate_rewards` once; it computes the exact-match reward (the TRL reward
+   function `exact_match_reward`) and leaves each row's value on the row as `reward`;
+3. advantages: `_generate_and_score_completions` scores the information gain of every search step
+   under the rollout policy (igsearch.rewards.step_ig), gathers rewards, step IG and query spans
+   from all processes and sets TRL's advantages to `compute_ig_advantages` of the gathered batch
+   (this process's rows). TRL's loss broadcasts (B, T) advantages as they are. TRL's own (B,)
+   group advantages are computed inside its method, which has no hook to skip them; they are
+   never used.
 
-Rewards and IG are gathered across processes for the group statistics; each process scores the IG
-of its own shard of rollouts. Seeds of sampling and counterfactuals derive from the global step, so
-a resumed run draws what the uninterrupted run would have drawn.
+Each process scores the IG of its own rollouts; groups never straddle processes (checked up
+front). Seeds of sampling and counterfactuals derive from the global step, so a resumed run draws
+what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -26,25 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from igsearch.algo.advantages import (  # noqa: E402
-    add_ig_to_advantages,
-    compute_grpo_advantages,
-    get_estimator,
-    normalize_step_ig,
-)
+from igsearch.algo.advantages import compute_ig_advantages, get_estimator  # noqa: E402
 from igsearch.config import TrainConfig  # noqa: E402
 from igsearch.errors import IGSearchError  # noqa: E402
 from igsearch.protocol import get_tagset  # noqa: E402
-from igsearch.retrieval.base import Hit, TimedRetriever  # noqa: E402
+from igsearch.retrieval.base import TimedRetriever  # noqa: E402
 from igsearch.rewards.outcome import exact_match  # noqa: E402
 from igsearch.rewards.scorer import AnswerScorer  # noqa: E402
-from igsearch.rewards.step_ig import compute_step_ig  # noqa: E402
-from igsearch.rollout.backends import HFGenerator  # noqa: E402
+from igsearch.rewards.step_ig import compute_step_ig, corpus_fallback  # noqa: E402
+from igsearch.rollout.engine import hf_generator  # noqa: E402
+from igsearch.rollout.logprobs import LogprobRecorder  # noqa: E402
 from igsearch.rollout.loop import run_rollouts  # noqa: E402
 from igsearch.train.metrics import advantage_metrics, ig_metrics, rollout_metrics  # noqa: E402
 
@@ -56,31 +57,40 @@ def exact_match_reward(
     return [exact_match(a, g) for a, g in zip(answer, golden_answers, strict=True)]
 
 
-def corpus_fallback(retriever: Any):
-    """Random corpus documents for counterfactual sets, when the retriever holds a corpus store."""
-    store = getattr(retriever, "store", None)
-    if store is None or not len(store):
-        return None
-
-    def draw(rng, n: int) -> list[Hit]:
-        return [
-            Hit(store[int(i)], 0.0) for i in rng.choice(len(store), size=n, replace=n > len(store))
-        ]
-
-    return draw
+def check_processes(cfg: TrainConfig, num_processes: int) -> int:
+    """Rollouts per process; each process must hold whole groups (its metrics and IG scoring
+    are per group) and TRL's multi-turn path needs vLLM's colocated engine."""
+    o = cfg.train
+    if o.batch_size % num_processes:
+        raise IGSearchError(
+            f"train.batch_size={o.batch_size} is not divisible by {num_processes} processes; "
+            f"use a multiple of {num_processes * o.group_size}"
+        )
+    per = o.batch_size // num_processes
+    if per % o.group_size:
+        raise IGSearchError(
+            f"train.batch_size={o.batch_size} over {num_processes} processes gives {per} rollouts "
+            f"per process, not a multiple of train.group_size={o.group_size}, so groups would be "
+            f"split across processes; use a multiple of {num_processes * o.group_size}"
+        )
+    if o.use_vllm and o.vllm_mode != "colocate":
+        raise IGSearchError(
+            "multi-turn rollouts drive vLLM per turn, which needs train.vllm_mode=colocate "
+            "(TRL's server mode generates whole completions only)"
+        )
+    return per
 
 
 def grpo_args(cfg: TrainConfig, num_processes: int = 1) -> GRPOConfig:
-    """TRL arguments for a TrainConfig (batch split over processes, one update per generation)."""
+    """TRL arguments for a TrainConfig (batch split over processes, one update per generation).
+
+    bf16 is TRL's autocast: the model keeps fp32 master weights (see rl.load_train_policy).
+    """
     o, r = cfg.train, cfg.rollout
-    if o.batch_size % num_processes:
-        raise ValueError(
-            f"train.batch_size={o.batch_size} is not divisible by {num_processes} processes"
-        )
     return GRPOConfig(
         output_dir=o.output_dir,
         max_steps=o.steps,
-        per_device_train_batch_size=o.batch_size // num_processes,
+        per_device_train_batch_size=check_processes(cfg, num_processes),
         num_generations=o.group_size,
         gradient_accumulation_steps=1,
         learning_rate=o.learning_rate,
@@ -100,8 +110,9 @@ def grpo_args(cfg: TrainConfig, num_processes: int = 1) -> GRPOConfig:
         activation_checkpointing=o.gradient_checkpointing,
         use_vllm=o.use_vllm,
         vllm_mode=o.vllm_mode,
+        vllm_max_model_length=r.max_context_tokens if o.use_vllm else None,
         report_to=list(o.report_to),
-        temperature=max(r.temperature, 1e-5),
+        temperature=r.temperature,  # TrainConfig refuses a near-greedy one and top_p < 1
         top_p=r.top_p,
         max_completion_length=r.max_response_tokens,
         remove_unused_columns=False,
@@ -131,14 +142,12 @@ class IGSearchTrainer(GRPOTrainer):
         self.tags = get_tagset(cfg.rollout.tagset)
         self.retriever = TimedRetriever(retriever)
         self._fallback = corpus_fallback(retriever)
-        self._batch: list = []
         self._times: dict[str, float] = {}
-        self._ig_tokens = 0
         from accelerate import PartialState
 
         super().__init__(
             model=model,
-            reward_funcs=[self._timed_reward()],
+            reward_funcs=[exact_match_reward],
             args=grpo_args(cfg, PartialState().num_processes),
             train_dataset=train_dataset,
             processing_class=tokenizer,
@@ -150,22 +159,17 @@ class IGSearchTrainer(GRPOTrainer):
         if self.dev_examples:
             self.add_callback(DevEvalCallback(self))
 
-    # -- rollouts ---------------------------------------------------------------------------------
+    # -- 1. rollouts ------------------------------------------------------------------------------
 
     def _generator(self, model: Any) -> Any:
         if self.generator_factory is not None:
             return self.generator_factory(model, self.processing_class)
         if not self.cfg.train.use_vllm:
-            return HFGenerator(model, self.processing_class)
+            return hf_generator(model, self.processing_class)
         from igsearch.rollout.backends import VLLMGenerator
 
-        llm = getattr(getattr(self, "vllm_generation", None), "llm", None)
-        if llm is None:
-            raise IGSearchError(
-                "multi-turn rollouts drive vLLM per turn, which needs train.vllm_mode=colocate "
-                "(TRL's server mode generates whole completions only)"
-            )
-        return VLLMGenerator.from_llm(llm, self.processing_class)
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        return VLLMGenerator.from_llm(self.vllm_generation.llm, self.processing_class, eos)
 
     def step_seed(self) -> int:
         """Seed of this step's sampling and counterfactuals: a function of (seed, step, process)."""
@@ -180,16 +184,12 @@ class IGSearchTrainer(GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         try:
+            generator = LogprobRecorder(self._generator(model))
             trajs = run_rollouts(
-                list(prompts),
-                self._generator(model),
-                self.retriever,
-                self.cfg.rollout,
-                seed=self.step_seed(),
+                list(prompts), generator, self.retriever, self.cfg.rollout, seed=self.step_seed()
             )
         finally:
             model.train(was_training)
-        self._batch = trajs
         self._times = {
             "rollout": time.perf_counter() - t0,
             "retrieval": self.retriever.seconds - r0,
@@ -198,36 +198,43 @@ class IGSearchTrainer(GRPOTrainer):
         return {  # an empty response (prompt over budget) becomes one masked EOS, as TRL needs a token
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.response_ids or [eos] for t in trajs],
-            "logprobs": None,
+            "logprobs": [generator.response_logprobs(t) or [None] for t in trajs],
             "env_mask": [t.loss_mask or [0] for t in trajs],
             "answer": [t.answer for t in trajs],
+            "trajectory": trajs,
         }
 
-    # -- rewards, information gain, advantages ---------------------------------------------------
+    # -- 2. rewards -------------------------------------------------------------------------------
 
-    def _add_time(self, name: str, seconds: float) -> None:
-        self._times[name] = self._times.get(name, 0.0) + seconds
+    def _local_rows(self, n: int) -> slice:
+        i = self.accelerator.process_index
+        return slice(i * n, (i + 1) * n)
 
-    def _timed_reward(self) -> Callable[..., list[float]]:
-        """exact_match_reward (same name for TRL's logs), adding its seconds to time/outcome_reward."""
+    def _calculate_rewards(self, inputs: list, prompts: list, completions: list, ids: list) -> Any:
+        """TRL's reward step, the one place the outcome reward is computed: (all rows, 1) gathered
+        exact match; each of this process's rows keeps its own value as `reward`."""
+        t0 = time.perf_counter()
+        rewards = super()._calculate_rewards(inputs, prompts, completions, ids)
+        for x, r in zip(inputs, rewards[self._local_rows(len(inputs)), 0].tolist(), strict=True):
+            x["reward"] = r
+        self._times["outcome_reward"] = time.perf_counter() - t0
+        return rewards
 
-        @functools.wraps(exact_match_reward)
-        def reward(*args: Any, **kwargs: Any) -> list[float]:
-            t0 = time.perf_counter()
-            try:
-                return exact_match_reward(*args, **kwargs)
-            finally:
-                self._add_time("outcome_reward", time.perf_counter() - t0)
+    # -- 3. information gain and advantages --------------------------------------------------------
 
-        return reward
-
-    def _step_ig(self, inputs: Sequence[dict[str, Any]]) -> list[list[float]]:
-        trajs, a = self._batch, self.cfg.algo
-        self._ig_tokens = 0
+    def _step_ig(self, inputs: Sequence[dict[str, Any]]) -> tuple[list[list[float]], int]:
+        """IG of every search step of this process's rollouts, and the tokens the scorer encoded."""
+        trajs, a = [x["trajectory"] for x in inputs], self.cfg.algo
         if not self.estimator.needs_ig or a.alpha == 0:  # IG cannot change any advantage
-            return [[0.0] * len(t.steps) for t in trajs]
+            return [[0.0] * len(t.steps) for t in trajs], 0
         model = self.accelerator.unwrap_model(self.model)
-        scorer = AnswerScorer(model, a.max_score_context, a.first_tokens, a.first_weight)
+        scorer = AnswerScorer(
+            model,
+            a.max_score_context,
+            a.first_tokens,
+            a.first_weight,
+            temperature=self.cfg.rollout.temperature,
+        )
         step_ig = compute_step_ig(
             trajs,
             [x["golden_answers"] for x in inputs],
@@ -241,42 +248,44 @@ class IGSearchTrainer(GRPOTrainer):
             answer_prefix=a.answer_prefix,
             max_obs_tokens=self.cfg.rollout.max_obs_tokens,
             fallback=self._fallback,
+            rendering=self.cfg.rollout.rendering,
         )
-        self._ig_tokens = scorer.tokens_encoded
-        return step_ig
+        return step_ig, scorer.tokens_encoded
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        out = super()._generate_and_score_completions(inputs)
-        trajs, g, a = self._batch, self.cfg.train.group_size, self.cfg.algo
+        out = super()._generate_and_score_completions(inputs)  # steps 1 and 2
         t0 = time.perf_counter()
-        step_ig = self._step_ig(inputs)
+        step_ig, ig_tokens = self._step_ig(inputs)
         self._times["ig_scoring"] = time.perf_counter() - t0
-        from accelerate.utils import gather_object
-
-        t0 = time.perf_counter()
-        local_rewards = [
-            exact_match(t.answer, x["golden_answers"]) for t, x in zip(trajs, inputs, strict=True)
-        ]
-        self._add_time("outcome_reward", time.perf_counter() - t0)
-        rewards = self.accelerator.gather(
-            torch.tensor(local_rewards, device=self.accelerator.device)
-        ).cpu()
-        all_ig = normalize_step_ig(gather_object(step_ig), g, a.ig_norm, a.ig_clip)
-        n = len(trajs)
-        local = slice(self.accelerator.process_index * n, (self.accelerator.process_index + 1) * n)
-        spans = [[s.query_span for s in t.steps] for t in trajs]
-        alpha = a.alpha if self.estimator.needs_ig else 0.0
-        adv = add_ig_to_advantages(
-            compute_grpo_advantages(rewards, g)[local],
-            all_ig[local],
-            spans,
-            out["completion_ids"].size(1),
-            alpha,
-        )
+        width = out["completion_ids"].size(1)
+        adv = self._advantages(inputs, step_ig, width)
         out["advantages"] = adv.to(out["completion_ids"].device)
-        self._log_step_metrics(trajs, local_rewards, step_ig, adv, out)
+        self._log_step_metrics(inputs, step_ig, adv, out, ig_tokens)
         self._log_support_metrics(inputs, step_ig)
         return out
+
+    def _advantages(
+        self, inputs: Sequence[dict[str, Any]], step_ig: list[list[float]], width: int
+    ) -> torch.Tensor:
+        """(B_local, width) advantages: `compute_ig_advantages` of the batch gathered from every
+        process (group statistics and IG normalisation see whole groups), this process's rows."""
+        from accelerate.utils import gather_object
+
+        a, acc = self.cfg.algo, self.accelerator
+        rewards = acc.gather(torch.tensor([x["reward"] for x in inputs], device=acc.device)).cpu()
+        spans = [[s.query_span for s in x["trajectory"].steps] for x in inputs]
+        widest = int(acc.gather(torch.tensor([width], device=acc.device)).max())
+        adv = compute_ig_advantages(
+            rewards,
+            self.cfg.train.group_size,
+            gather_object(step_ig),
+            gather_object(spans),
+            widest,
+            alpha=a.alpha if self.estimator.needs_ig else 0.0,
+            ig_norm=a.ig_norm,
+            ig_clip=a.ig_clip,
+        )
+        return adv[self._local_rows(len(inputs)), :width]
 
     def _log_support_metrics(self, inputs: Sequence[dict[str, Any]], step_ig: list) -> None:
         """How IG separates steps that retrieved a supporting passage (igsearch.train.metrics)."""
@@ -284,18 +293,20 @@ class IGSearchTrainer(GRPOTrainer):
 
         scored = self.estimator.needs_ig and self.cfg.algo.alpha != 0
         support = [x.get("supporting_ids") or [] for x in inputs]
-        for k, v in support_metrics(self._batch, support, step_ig if scored else None).items():
+        trajs = [x["trajectory"] for x in inputs]
+        for k, v in support_metrics(trajs, support, step_ig if scored else None).items():
             self._metrics["train"][k].append(v)
 
     def _log_step_metrics(
         self,
-        trajs: list,
-        rewards: list[float],
+        inputs: Sequence[dict[str, Any]],
         step_ig: list[list[float]],
         adv: torch.Tensor,
         out: dict,
+        ig_tokens: int,
     ) -> None:
         g = self.cfg.train.group_size
+        trajs, rewards = [x["trajectory"] for x in inputs], [x["reward"] for x in inputs]
         metrics = rollout_metrics(trajs, rewards, g)
         metrics.update(ig_metrics(step_ig))
         mask = out["completion_mask"] * out.get(
@@ -306,7 +317,7 @@ class IGSearchTrainer(GRPOTrainer):
         )
         metrics.update(advantage_metrics(adv.cpu(), mask.cpu(), fail))
         metrics.update({f"time/{k}": v for k, v in self._times.items()})
-        metrics["ig/tokens_encoded"] = float(self._ig_tokens)
+        metrics["ig/tokens_encoded"] = float(ig_tokens)
         for k, v in metrics.items():
             self._metrics["train"][k].append(v)
 
@@ -329,10 +340,15 @@ class IGSearchTrainer(GRPOTrainer):
 
         save_checkpoint_atomically(self, super()._save_checkpoint, model, trial)
 
+    # -- dev evaluation ---------------------------------------------------------------------------
+
     def evaluate_dev(self) -> dict[str, float]:
         """Greedy dev EM (overall and by question type) with the current policy; logged as dev/*."""
         from igsearch.eval.evaluate import aggregate, aggregate_by, evaluate_examples
 
+        if self.cfg.train.use_vllm and self._last_loaded_step != self.state.global_step:
+            self.vllm_generation.sync_weights()  # the engine holds the weights of the step's start
+            self._last_loaded_step = self.state.global_step
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         try:
@@ -351,19 +367,30 @@ class IGSearchTrainer(GRPOTrainer):
                 logs[f"dev/em/{qtype}"] = agg["em"]
         return logs
 
+    def log_dev(self, logs: dict[str, float]) -> None:
+        """Log a dev row on its own: the Trainer's log without TRL's merge of the pending step
+        metrics, which belong to the step's own row."""
+        Trainer.log(self, logs)
+
 
 class DevEvalCallback(TrainerCallback):
-    """Evaluates dev EM before training, every `train.eval_steps` steps and at the end."""
+    """Evaluates dev EM before training, every `train.eval_steps` steps and at the end.
+
+    On an evaluation step, `on_step_end` only asks the Trainer to log that step; the evaluation
+    runs in `on_log`, right after the step's own row is written, so a step's training metrics and
+    the dev metrics never share a row.
+    """
 
     def __init__(self, trainer: IGSearchTrainer):
         self.trainer = trainer
         self.done: set[int] = set()
+        self.pending = False
 
     def _run(self, state: Any) -> None:
         if state.global_step in self.done or not state.is_world_process_zero:
             return
         self.done.add(state.global_step)
-        self.trainer.log(self.trainer.evaluate_dev())
+        self.trainer.log_dev(self.trainer.evaluate_dev())
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if state.global_step == 0:
@@ -371,7 +398,13 @@ class DevEvalCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         every = self.trainer.cfg.train.eval_steps
-        if every and state.global_step % every == 0:
+        if every and state.global_step % every == 0 and state.global_step not in self.done:
+            self.pending = True
+            control.should_log = True
+
+    def on_log(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if self.pending:  # the step's own row has just been written
+            self.pending = False
             self._run(state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:

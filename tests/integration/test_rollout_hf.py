@@ -178,9 +178,14 @@ def check_no_drift(trajs, rec: Recording, prompts, tok) -> None:
             if ctx[: len(traj.prompt_ids)] == traj.prompt_ids
         ]
         assert len(seen) == traj.num_turns == len(generated)
-        for (ctx, out), gen in zip(seen, generated, strict=True):
+        for turn, ((ctx, out), gen) in enumerate(zip(seen, generated, strict=True)):
             assert traj.ids[: len(ctx)] == ctx
-            assert out[: len(gen)] == gen
+            # the loop appends EOS to an answer the policy ended without one (last turn only)
+            added = int(out[: len(gen)] != gen)
+            assert out[: len(gen) - added] == gen[: len(gen) - added]
+            if added:
+                assert gen[-1] == tok.eos_token_id and turn == len(generated) - 1
+                assert traj.stop_reason == "answer"
         for seg in traj.segments:
             block = {"invalid": TAGS.invalid_message, "final": TAGS.final_turn_message}.get(
                 seg.kind
@@ -237,7 +242,8 @@ def test_warm_policy_searches_bm25_and_reproduces_demonstrations(world, warm_pol
     assert sorted({t.num_turns for t in trajs}) == [1, 2, 3]
     for q, traj in zip(DEMOS, trajs, strict=True):
         queries, answer = DEMOS[q]
-        assert traj.ids == demo_ids(world, q)  # the segmentation contract, end to end
+        # the segmentation contract, end to end; the loop ends an answer with EOS, as SFT does
+        assert traj.ids == demo_ids(world, q) + [tok.eos_token_id]
         assert (
             [s.query for s in traj.steps] == queries and traj.answer == answer and traj.well_formed
         )

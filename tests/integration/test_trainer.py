@@ -154,6 +154,7 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
     assert step["searches"] == 1.0 and step["well_formed"] == 1.0
     assert step["ig/tokens_encoded"] > 0 and step["time/outcome_reward"] >= 0
     assert step["time/step_cpu"] > 0
+    assert step["completions/clipped_ratio"] == 0.0  # every finished answer ends with EOS
     assert step["all_fail_groups"] == 0.5 and step["em"] == 0.25
     dev = [x for x in logs if "dev/em" in x]
     assert [x["step"] for x in dev] == [0, 1]  # before training and at the end
@@ -172,7 +173,8 @@ def _scored_batch(trainer):
     trainer.current_gradient_accumulation_steps = (
         1  # set by Trainer.train(); we call the loss directly
     )
-    return trainer._generate_and_score_completions(batch), trainer._batch
+    out = trainer._generate_and_score_completions(batch)
+    return out, [x["trajectory"] for x in batch]  # TRL merged the rollout's rows into the batch
 
 
 def test_inserted_documents_contribute_no_gradient(setup):
@@ -324,3 +326,72 @@ def test_a_run_killed_while_saving_resumes_from_the_previous_checkpoint(setup, m
     expected = next(x for x in logs if x["step"] == 2 and "loss" in x)
     for key in ("loss", "em", "ig/all/mean", "kl", "grad_norm"):
         assert resumed[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-7), key
+
+
+def test_injected_advantages_are_compute_ig_advantages_of_the_batch(setup, monkeypatch):
+    """One scoring path: the reward is computed once per rollout, and the advantages TRL trains on
+    are compute_ig_advantages of the batch's rewards, step IG and query spans."""
+    import igsearch.train.trainer as trainer_module
+    from igsearch.algo.advantages import compute_ig_advantages
+    from igsearch.rewards.outcome import exact_match
+
+    calls, scored = [], []
+
+    def counting_em(*args):
+        calls.append(args)
+        return exact_match(*args)
+
+    def recording_ig(*args, **kwargs):
+        scored.append(trainer_module.compute_step_ig.__wrapped__(*args, **kwargs))
+        return scored[-1]
+
+    recording_ig.__wrapped__ = trainer_module.compute_step_ig
+    monkeypatch.setattr(trainer_module, "exact_match", counting_em)
+    monkeypatch.setattr(trainer_module, "compute_step_ig", recording_ig)
+    cfg = make_cfg(setup["root"], "onepath")
+    cfg = replace(cfg, algo=replace(cfg.algo, ig_norm="group", ig_clip=2.0))
+    trainer = _trainer(cfg)
+    inputs, trajs = _scored_batch(trainer)
+    assert len(calls) == len(trajs) == 8 and not hasattr(trainer, "_batch")
+    rewards = torch.tensor([float(t.answer == ANSWERS["p0"]) for t in trajs])
+    want = compute_ig_advantages(
+        rewards,
+        4,
+        scored[0],
+        [[s.query_span for s in t.steps] for t in trajs],
+        inputs["completion_ids"].size(1),
+        alpha=cfg.algo.alpha,
+        ig_norm="group",
+        ig_clip=2.0,
+    )
+    assert any(v != 0 for row in scored[0] for v in row)
+    torch.testing.assert_close(inputs["advantages"], want)
+
+
+def test_dev_rows_never_carry_the_step_metrics(setup):
+    """Each step's training metrics land on their own row, written before that step's dev row."""
+    cfg = make_cfg(setup["root"], "devrows", steps=2, eval_steps=1)
+    _trainer(cfg).train()
+    rows = [
+        json.loads(x)
+        for x in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    train = [r for r in rows if "loss" in r]
+    dev = [r for r in rows if "dev/em" in r]
+    assert [r["step"] for r in train] == [1, 2] and [r["step"] for r in dev] == [0, 1, 2]
+    assert all("em" in r and "reward" in r for r in train)
+    assert not any(k in r for r in dev for k in ("em", "reward", "loss", "searches"))
+    order = [(r["step"], "dev/em" in r) for r in rows if "loss" in r or "dev/em" in r]
+    assert order == [(0, True), (1, False), (1, True), (2, False), (2, True)]
+
+
+def test_groups_must_not_straddle_processes(setup):
+    from igsearch.errors import IGSearchError
+    from igsearch.train.trainer import grpo_args
+
+    cfg = make_cfg(setup["root"], "split")  # 8 rollouts in groups of 4
+    assert grpo_args(cfg, 2).per_device_train_batch_size == 4
+    with pytest.raises(IGSearchError, match="multiple of 16"):
+        grpo_args(cfg, 4)  # 2 rollouts per process: half a group each
+    with pytest.raises(IGSearchError, match="not divisible by 3"):
+        grpo_args(cfg, 3)

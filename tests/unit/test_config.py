@@ -93,3 +93,20 @@ def test_missing_file_and_non_mapping(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(Outer, bad)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "message"),
+    [
+        ({"temperature": 0.0}, r"rollout.temperature=0.0: training needs sampled rollouts"),
+        ({"temperature": 1e-5}, r"x100000"),
+        ({"top_p": 0.9}, r"rollout.top_p=0.9: .*full tempered softmax.*top_p=1.0"),
+    ],
+)
+def test_training_refuses_greedy_and_nucleus_sampling(rollout, message):
+    from igsearch.config import TrainConfig
+
+    base = {"model": "m", "data": {"train": ["t.jsonl"]}, "retriever": {"url": "http://x"}}
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TrainConfig, {**base, "rollout": rollout})
+    assert from_dict(TrainConfig, {**base, "rollout": {"temperature": 0.7}}).rollout.top_p == 1.0

@@ -55,7 +55,8 @@ def test_fallback_fills_a_small_pool_and_missing_fallback_says_how_to_fix():
     steps = [StepDocs("q1", [D("a"), D("b"), D("c")]), StepDocs("q2", [D("x")])]
     corpus = [D(f"c{i}") for i in range(10)]
 
-    def fallback(rng: np.random.Generator, n: int):
+    def fallback(rng: np.random.Generator, n: int, exclude):
+        assert {"a", "b", "c", "x"} <= exclude
         return [corpus[i] for i in rng.choice(len(corpus), n, replace=False)]
 
     sets = sample_counterfactuals(steps, n_sets=2, fallback=fallback)
@@ -80,3 +81,24 @@ def test_weighted_score_and_ig_hand_computed():
     cf = torch.tensor([[-3.0, -5.0, -4.0], [-2.0, -2.0, -2.0]])
     assert information_gain(real, cf).tolist() == [3.0, 0.0]  # equal documents -> IG 0
     assert best_alias([-3.0, -0.5, -1.0]) == 1
+
+
+def test_corpus_fallback_draws_distinct_documents_outside_the_question():
+    """Counterfactual sets never repeat a document, nor use the step's own or its question's."""
+    from igsearch.retrieval.base import Doc, Hit
+    from igsearch.rewards.step_ig import corpus_fallback
+
+    store = [Doc(f"d{i}", f"T{i}\ntext {i}") for i in range(12)]
+    draw = corpus_fallback(type("R", (), {"store": store})())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        got = [h.id for h in draw(rng, 6, frozenset({"d0", "d1", "d2"}))]
+        assert len(set(got)) == 6 and not {"d0", "d1", "d2"} & set(got)
+    with pytest.raises(Exception, match="too few"):
+        draw(rng, 10, frozenset({"d0", "d1", "d2"}))
+    hit = lambda i: Hit(store[i], 1.0)  # noqa: E731
+    steps = [StepDocs("q1", [hit(0), hit(1), hit(2)]), StepDocs("q1", [hit(3)])]
+    steps.append(StepDocs("q2", [hit(4)]))
+    for cf in sample_counterfactuals(steps, n_sets=4, seed=1, fallback=draw)[0]:
+        ids = [h.id for h in cf]  # d4 from q2, the rest from the corpus, never q1's d0..d3
+        assert len(set(ids)) == 3 and not {"d0", "d1", "d2", "d3"} & set(ids)

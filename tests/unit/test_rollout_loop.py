@@ -165,7 +165,8 @@ def test_search_then_answer_every_field():
     )
     assert step.texts[0] == "Bern is the capital of Switzerland."
     block = encode_block(TOK, observation_text(TOK, TAGS, step.hits, 512))
-    assert traj.response_ids == encode_block(TOK, turns[0]) + block + encode_block(TOK, turns[1])
+    answer = encode_block(TOK, turns[1]) + [TOK.eos_token_id]  # EOS appended after the answer
+    assert traj.response_ids == encode_block(TOK, turns[0]) + block + answer
     assert ret.calls == [(["capital of Switzerland"], 2)]
     assert decode_ids(TOK, traj.response_ids[slice(*step.info_span)]).startswith(
         "\n\n<information>Doc 1(Title: Bern)"
@@ -200,7 +201,8 @@ def test_text_after_stop_string_is_cut():
     check_invariants(traj)
     first = traj.segments[0]
     assert decode_ids(TOK, traj.response_ids[first.start : first.end]) == "<search>Lyon</search>"
-    assert decode_ids(TOK, traj.response_ids[traj.segments[-1].start :]) == "<answer>Lyon</answer>"
+    last = decode_ids(TOK, traj.response_ids[traj.segments[-1].start :])
+    assert last == f"<answer>Lyon</answer>{EOS}"
     assert traj.answer == "Lyon"
 
 
@@ -260,6 +262,23 @@ def test_max_turns_zero_answers_without_searching():
         and traj.stop_reason == "max_turns"
     )
     assert [s.kind for s in traj.segments] == ["generated"]
+
+
+def test_a_finished_answer_ends_with_one_trained_eos():
+    """TRL counts a completion whose last id is not EOS as truncated; a finished answer is not."""
+    gens = {"a": ["<answer>x</answer>"], "b": [f"<answer>x</answer>{EOS}"]}
+    trajs = run_rollouts(
+        [prompt("a"), prompt("b")], ScriptedGenerator(gens), NullRetriever(), cfg()
+    )
+    for traj in trajs:
+        check_invariants(traj)
+        assert traj.response_ids[-1] == TOK.eos_token_id and traj.loss_mask[-1] == 1
+        assert traj.response_ids.count(TOK.eos_token_id) == 1 and traj.well_formed
+    n = len(encode_block(TOK, "<answer>x</answer>"))  # no room for an EOS: none is appended
+    [tight] = run_rollouts(
+        [prompt("a")], ScriptedGenerator(gens), NullRetriever(), cfg(max_response_tokens=n)
+    )
+    assert len(tight.response_ids) == n and tight.response_ids[-1] != TOK.eos_token_id
 
 
 def test_eos_is_kept_and_ends_the_row():

@@ -200,3 +200,21 @@ def test_sliding_window_models_fall_back_to_the_reference_path(tiny_shape):
     model = MistralForCausalLM(cfg).eval()
     reqs = _batch(8)[:3]
     _assert_agree(AnswerScorer(model).score(reqs), AnswerScorer(model).score_reference(reqs))
+
+
+def test_scores_use_the_sampling_temperature(model):
+    """s(C) is the answer's log-prob under the policy that sampled: softmax(logits / T)."""
+    context, answer = list(range(10, 30)), [40, 41, 42]
+    x = torch.tensor([context + answer])
+    with torch.no_grad():
+        logits = model(input_ids=x).logits[0, len(context) - 1 : -1].float()
+    w = torch.tensor([3.0, 3.0, 3.0])
+    for t in (1.0, 0.5):
+        lp = torch.log_softmax(logits / t, -1).gather(-1, x[0, len(context) :, None]).squeeze(-1)
+        want = (lp * w).sum() / w.sum()
+        scorer = AnswerScorer(model, temperature=t)
+        req = [ScoreRequest(context[:12], [context[12:]], [answer], [0])]
+        assert scorer.score(req)[0][0, 0].item() == pytest.approx(want.item(), abs=1e-4)
+        assert scorer.score_reference(req)[0][0, 0].item() == pytest.approx(want.item(), abs=1e-4)
+    with pytest.raises(ValueError, match="sampling temperature"):
+        AnswerScorer(model, temperature=0.0)
