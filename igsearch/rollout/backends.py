@@ -94,6 +94,21 @@ class _SampledLogprobs:
         return torch.stack(self.values, 1).tolist() if self.values else []
 
 
+def bind_policy(gen: Any, model: Any, tokenizer: Any, device: Any = None) -> None:
+    """Set what every Hugging Face backend holds: the model in eval mode (moved to `device` when
+    given) and its device, the tokenizer, the EOS ids of tokenizer and generation config, and the
+    pad id (the smallest EOS id when the tokenizer has none)."""
+    gen.model = model.eval()
+    if device is not None:
+        gen.model.to(device)
+    gen.device = next(gen.model.parameters()).device
+    gen.tokenizer = tokenizer
+    gen_config = getattr(model, "generation_config", None)
+    gen.eos_token_ids = eos_ids(tokenizer.eos_token_id, getattr(gen_config, "eos_token_id", None))
+    pad = tokenizer.pad_token_id
+    gen.pad_token_id = int(pad) if pad is not None else min(gen.eos_token_ids)
+
+
 class HFGenerator:
     """Batched `model.generate` with left padding; works on CPU and GPU.
 
@@ -109,17 +124,7 @@ class HFGenerator:
     ):
         import torch
 
-        self.model = model.eval()
-        if device is not None:
-            self.model.to(device)
-        self.device = next(self.model.parameters()).device
-        self.tokenizer = tokenizer
-        gen_config = getattr(model, "generation_config", None)
-        self.eos_token_ids = eos_ids(
-            tokenizer.eos_token_id, getattr(gen_config, "eos_token_id", None)
-        )
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = int(pad) if pad is not None else min(self.eos_token_ids)
+        bind_policy(self, model, tokenizer, device)
         self.logits_processor = logits_processor
         self._torch = torch
 

@@ -40,11 +40,11 @@ from typing import Any
 import torch
 
 from igsearch.errors import IGSearchError
-from igsearch.rollout.backends import HFGenerator
+from igsearch.rollout.backends import HFGenerator, bind_policy
 from igsearch.rollout.kv import RowCache
 from igsearch.rollout.step import DecodeCall, Sampling
 from igsearch.rollout.stops import StopWatch
-from igsearch.tokens import cut_turn, eos_ids
+from igsearch.tokens import cut_turn
 
 _WATCHES: dict[tuple, StopWatch] = {}
 
@@ -95,17 +95,7 @@ class CachedHFGenerator:
         if not 0.0 <= compact_below <= 1.0:
             raise IGSearchError(f"compact_below={compact_below}: use a share between 0 and 1")
         _check_attention(model.config)
-        self.model = model.eval()
-        if device is not None:
-            self.model.to(device)
-        self.device = next(self.model.parameters()).device
-        self.tokenizer = tokenizer
-        gen_config = getattr(model, "generation_config", None)
-        self.eos_token_ids = eos_ids(
-            tokenizer.eos_token_id, getattr(gen_config, "eos_token_id", None)
-        )
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = int(pad) if pad is not None else min(self.eos_token_ids)
+        bind_policy(self, model, tokenizer, device)
         self.logits_processor = logits_processor
         self.compact_below = compact_below
         self._rows: list[RowCache] = []

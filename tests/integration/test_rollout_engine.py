@@ -165,7 +165,8 @@ def test_greedy_rollouts_equal_hf_generator_and_encode_each_token_once(world, wa
         )
         cached = run_rollouts(prompts, engine, world["retriever"], CFG)
     assert sorted({t.num_turns for t in reference}) == [1, 2, 3]  # rows leave at different turns
-    assert [t.ids for t in reference] == [demo_ids(world, q) for q in DEMOS] * 2
+    eos = [world["tok"].eos_token_id]  # the loop ends a finished answer with EOS
+    assert [t.ids for t in reference] == [demo_ids(world, q) + eos for q in DEMOS] * 2
     assert cached == reference  # ids, loss masks, segments, spans, hits, outcomes
     assert engine.counts["prefilled"] == encoded_once(reference)
     assert engine.counts["reused"] > 0
