@@ -374,8 +374,6 @@ class IGSearchTrainer(GRPOTrainer):
         )
         if k < 2 or not exact:
             return None
-        if self.loss_type == "bnpo" and _loss_tokens(inputs) == 0:
-            return None
         return split_by_length(inputs, k)
 
     def _log_update_tokens(self, fed: int, real: int) -> None:
@@ -480,7 +478,11 @@ def split_by_length(inputs: dict[str, Any], k: int) -> list[dict[str, Any]] | No
         last = max(int(has_completion[-1]) + 1 if len(has_completion) else 1, 1)
         chunk: dict[str, Any] = {}
         for key, value in inputs.items():
-            if value is None or (torch.is_tensor(value) and value.dim() == 0):
+            if (
+                value is None
+                or isinstance(value, int | float)
+                or (torch.is_tensor(value) and value.dim() == 0)
+            ):
                 chunk[key] = value  # e.g. num_items_in_batch: a global normaliser, kept
             elif not torch.is_tensor(value) or value.size(0) != rows:
                 return None
@@ -510,8 +512,8 @@ def chunk_weights(loss_type: str, inputs: dict[str, Any], chunks: list[dict[str,
     if loss_type in ("grpo", "sapo", "luspo", "dr_grpo"):
         return [c["prompt_ids"].size(0) / rows for c in chunks]
     if loss_type == "bnpo":
-        total = _loss_tokens(inputs)
-        return [_loss_tokens(c) / total for c in chunks]
+        total = _loss_tokens(inputs)  # 0: every chunk's loss is 0 / 1, any weight will do
+        return [_loss_tokens(c) / total if total else 0.0 for c in chunks]
     if loss_type in ("dapo", "cispo", "vespo"):
         return [1.0] * len(chunks)
     raise ValueError(f"no exact chunk weights for loss_type {loss_type!r}")
@@ -522,7 +524,7 @@ def _merge_chunk_metrics(
 ) -> None:
     """Fold the values each chunk's loss appended to `metrics` into one per step: the minimum of
     `*_min` keys, the maximum of `*_max` keys, else the mean weighted by the chunks' loss tokens
-    (TRL's own metrics are token means over the batch)."""
+    (TRL's own metrics are token means over the batch; the weights are this process's)."""
     for key in {k for part in new for k, v in part.items() if v}:
         values = [(v, w) for part, w in zip(new, tokens, strict=True) for v in part.get(key, [])]
         del metrics[key][before.get(key, 0) :]
