@@ -14,7 +14,10 @@ One training step is one scoring path, each stage reading what the previous one 
    from all processes and sets TRL's advantages to `compute_ig_advantages` of the gathered batch
    (this process's rows). TRL's loss broadcasts (B, T) advantages as they are. TRL's own (B,)
    group advantages are computed inside its method, which has no hook to skip them; they are
-   never used.
+   never used;
+4. update: `_compute_loss` runs TRL's loss over `train.update_chunks` length buckets of the batch,
+   each trimmed of its padding, weighted so that loss and gradients are TRL's full-batch ones
+   (docs/design.md, The policy update).
 
 Each process scores the IG of its own rollouts; groups never straddle processes (checked up
 front). Seeds of sampling and counterfactuals derive from the global step, so a resumed run draws
