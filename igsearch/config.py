@@ -537,6 +537,14 @@ class OptimConfig:
     """TRL loss aggregation: grpo, dr_grpo, dapo, bnpo, ..."""
     epsilon: float = 0.2
     """PPO clip range."""
+    update_chunks: int = 4
+    """Length buckets of the policy update: the step's rows are sorted by real length (prompt +
+    completion tokens) and split into this many contiguous micro-batches, each trimmed to its own
+    widths, and TRL's loss is run on each and recombined with weights that give the full batch's
+    loss exactly (docs/design.md, The policy update). Saves the padding a single forward computes
+    when completion lengths vary; 1 runs TRL's single forward over the whole padded batch. Loss
+    settings whose loss cannot be split exactly (an entropy bonus or top-entropy mask, MoE aux loss,
+    image inputs) run the single forward whatever this says."""
     seed: int = 0
     """Seed of the data order, the sampling and the counterfactual documents."""
     save_steps: int = 50
@@ -573,6 +581,11 @@ class OptimConfig:
         for name in ("steps", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+        if isinstance(self.update_chunks, bool) or self.update_chunks < 1:
+            raise ConfigError(
+                f"train.update_chunks={self.update_chunks}: must be an integer >= 1 (1 = one "
+                "padded forward over the whole batch; 4 = four length buckets, the default)"
+            )
         if self.eval_steps < 0 or self.learning_rate <= 0 or self.beta < 0:
             raise ConfigError(
                 "train: eval_steps >= 0, learning_rate > 0 and beta >= 0 are required"

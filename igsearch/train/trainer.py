@@ -14,7 +14,10 @@ One training step is one scoring path, each stage reading what the previous one 
    from all processes and sets TRL's advantages to `compute_ig_advantages` of the gathered batch
    (this process's rows). TRL's loss broadcasts (B, T) advantages as they are. TRL's own (B,)
    group advantages are computed inside its method, which has no hook to skip them; they are
-   never used.
+   never used;
+4. update: `_compute_loss` runs TRL's loss over `train.update_chunks` length buckets of the batch,
+   each trimmed of its padding, weighted so that loss and gradients are TRL's full-batch ones
+   (docs/design.md, The policy update).
 
 Each process scores the IG of its own rollouts; groups never straddle processes (checked up
 front). Seeds of sampling and counterfactuals derive from the global step, so a resumed run draws
@@ -24,6 +27,7 @@ what the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -321,6 +325,65 @@ class IGSearchTrainer(GRPOTrainer):
         for k, v in metrics.items():
             self._metrics["train"][k].append(v)
 
+    # -- 4. the policy update ----------------------------------------------------------------------
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """TRL's loss over length buckets of the batch (docs/design.md, The policy update).
+
+        Rows are sorted by real length (prompt + completion tokens) and split into
+        `train.update_chunks` contiguous micro-batches; each is trimmed to its own widths (the
+        leading all-padding columns of the left-padded prompts, the trailing all-padding columns
+        of every right-padded (B, T) completion tensor) and run through TRL's `_compute_loss`.
+        The chunk losses are summed with weights that reproduce TRL's full-batch normalisation
+        (`chunk_weights`), so loss and gradients are the single forward's up to rounding (the
+        trimmed prompt columns shift a chunk's absolute positions, which rotary attention does not
+        see). Only the forward over fewer padded positions differs. One backward runs over the sum.
+
+        TRL's metrics appended inside the loss (entropy, clip ratios, kl) come once per chunk; they
+        are folded back into one value per step (`_merge_chunk_metrics`: token-weighted means,
+        min of minima, max of maxima). `update/tokens` logs the positions fed to the model (rows x
+        width over the forwards), `update/padded_tokens` the padding among them.
+        """
+        real = int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+        chunks = self._update_chunks(inputs)
+        if chunks is None:
+            fed = inputs["prompt_ids"].numel() + inputs["completion_ids"].numel()
+            self._log_update_tokens(fed, real)
+            return super()._compute_loss(model, inputs)
+        weights = chunk_weights(self.loss_type, inputs, chunks)
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        before = {k: len(v) for k, v in metrics.items()}
+        loss, fed, new = None, 0, []
+        for chunk, w in zip(chunks, weights, strict=True):
+            sizes = {k: len(v) for k, v in metrics.items()}
+            part = super()._compute_loss(model, chunk) * w
+            loss = part if loss is None else loss + part
+            fed += chunk["prompt_ids"].numel() + chunk["completion_ids"].numel()
+            new.append({k: v[sizes.get(k, 0) :] for k, v in metrics.items()})
+        _merge_chunk_metrics(metrics, before, new, [_loss_tokens(c) for c in chunks])
+        self._log_update_tokens(fed, real)
+        return loss
+
+    def _update_chunks(self, inputs: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The length buckets of `inputs`, or None for TRL's single forward (one bucket asked for,
+        one row, or a loss setting or input this split cannot reproduce exactly)."""
+        k = min(self.cfg.train.update_chunks, inputs["prompt_ids"].size(0))
+        exact = (
+            self.loss_type in EXACT_LOSS_TYPES
+            and not self._entropy_bonus_enabled  # its mean is over the batch's tokens
+            and self.top_entropy_quantile >= 1.0  # a quantile over the batch's tokens
+            and not self.aux_loss_enabled  # one router loss per forward
+        )
+        if k < 2 or not exact:
+            return None
+        return split_by_length(inputs, k)
+
+    def _log_update_tokens(self, fed: int, real: int) -> None:
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["update/tokens"].append(float(fed))
+        self._metrics[mode]["update/padded_tokens"].append(float(fed - real))
+
     def training_step(
         self, model: Any, inputs: Any, num_items_in_batch: Any = None
     ) -> torch.Tensor:
@@ -371,6 +434,116 @@ class IGSearchTrainer(GRPOTrainer):
         """Log a dev row on its own: the Trainer's log without TRL's merge of the pending step
         metrics, which belong to the step's own row."""
         Trainer.log(self, logs)
+
+
+EXACT_LOSS_TYPES = ("grpo", "sapo", "luspo", "dr_grpo", "bnpo", "dapo", "cispo", "vespo")
+"""TRL loss types whose full-batch loss is a weighted sum of chunk losses (see chunk_weights)."""
+
+PROMPT_KEYS = ("prompt_ids", "prompt_mask")
+"""Left-padded (B, T_prompt) inputs: a chunk drops its leading all-padding columns."""
+
+COMPLETION_KEYS = (
+    "completion_ids",
+    "completion_mask",
+    "tool_mask",
+    "advantages",
+    "old_per_token_logps",
+    "ref_per_token_logps",
+    "sampling_per_token_logps",
+    "importance_sampling_ratio",
+)
+"""Right-padded (B, T_completion) inputs (when 2-D and that wide): a chunk drops its trailing
+all-padding columns. As (B,) or (B, 1) tensors they are per row and only row-indexed."""
+
+
+def _loss_tokens(inputs: dict[str, Any]) -> int:
+    """Tokens TRL's loss averages over: completion mask x tool mask."""
+    mask = inputs["completion_mask"]
+    if inputs.get("tool_mask") is not None:
+        mask = mask * inputs["tool_mask"]
+    return int(mask.sum())
+
+
+def split_by_length(inputs: dict[str, Any], k: int) -> list[dict[str, Any]] | None:
+    """`inputs` sorted by real length and split into `k` contiguous chunks of (nearly) equal rows,
+    each trimmed to its own prompt and completion widths; None when an input has a layout this
+    cannot trim (image inputs, per-row lists), so the caller runs the single forward."""
+    prompt_mask, completion_mask = inputs["prompt_mask"], inputs["completion_mask"]
+    rows, width = completion_mask.shape
+    lengths = prompt_mask.sum(1) + completion_mask.sum(1)
+    order = torch.sort(lengths.cpu(), stable=True).indices
+    chunks = []
+    for idx in torch.tensor_split(order, k):
+        idx = idx.to(completion_mask.device)
+        has_prompt = prompt_mask[idx].sum(0).nonzero()
+        first = int(has_prompt[0]) if len(has_prompt) else 0
+        has_completion = completion_mask[idx].sum(0).nonzero()
+        last = max(int(has_completion[-1]) + 1 if len(has_completion) else 1, 1)
+        chunk: dict[str, Any] = {}
+        for key, value in inputs.items():
+            if (
+                value is None
+                or isinstance(value, int | float)
+                or (torch.is_tensor(value) and value.dim() == 0)
+            ):
+                chunk[key] = value  # e.g. num_items_in_batch: a global normaliser, kept
+            elif not torch.is_tensor(value) or value.size(0) != rows:
+                return None
+            elif key in PROMPT_KEYS:
+                chunk[key] = value[idx, first:]
+            elif key in COMPLETION_KEYS and value.dim() == 2 and value.size(1) == width:
+                chunk[key] = value[idx, :last]
+            elif value.dim() == 1 or (value.dim() == 2 and value.size(1) == 1):
+                chunk[key] = value[idx]
+            else:
+                return None
+        chunks.append(chunk)
+    return chunks
+
+
+def chunk_weights(loss_type: str, inputs: dict[str, Any], chunks: list[dict[str, Any]]) -> list:
+    """Weights w_c with TRL's full-batch loss = sum_c w_c * (TRL's loss of chunk c).
+
+    TRL 1.16 (GRPOTrainer._compute_loss) normalises as follows; B rows, M loss tokens in all:
+    grpo, sapo: mean over rows of each row's token mean -> w_c = B_c / B;
+    luspo: mean over rows of each row's token sum -> w_c = B_c / B;
+    dr_grpo: token sum / (rows x max_completion_length) -> w_c = B_c / B;
+    bnpo: token sum / token count -> w_c = M_c / M (a chunk without loss tokens sums to 0);
+    dapo, cispo, vespo: token sum / num_items_in_batch, a global count every chunk keeps -> 1.
+    """
+    rows = inputs["prompt_ids"].size(0)
+    if loss_type in ("grpo", "sapo", "luspo", "dr_grpo"):
+        return [c["prompt_ids"].size(0) / rows for c in chunks]
+    if loss_type == "bnpo":
+        total = _loss_tokens(inputs)  # 0: every chunk's loss is 0 / 1, any weight will do
+        return [_loss_tokens(c) / total if total else 0.0 for c in chunks]
+    if loss_type in ("dapo", "cispo", "vespo"):
+        return [1.0] * len(chunks)
+    raise ValueError(f"no exact chunk weights for loss_type {loss_type!r}")
+
+
+def _merge_chunk_metrics(
+    metrics: dict[str, list], before: dict[str, int], new: list[dict[str, list]], tokens: list
+) -> None:
+    """Fold the values each chunk's loss appended to `metrics` into one per step: the minimum of
+    `*_min` keys, the maximum of `*_max` keys, else the mean weighted by the chunks' loss tokens
+    (TRL's own metrics are token means over the batch; the weights are this process's)."""
+    for key in {k for part in new for k, v in part.items() if v}:
+        values = [(v, w) for part, w in zip(new, tokens, strict=True) for v in part.get(key, [])]
+        del metrics[key][before.get(key, 0) :]
+        finite = [v for v, _ in values if not math.isnan(v)] or [math.nan]
+        if key.endswith("_min"):
+            merged = min(finite)
+        elif key.endswith("_max"):
+            merged = max(finite)
+        else:
+            total = sum(w for _, w in values)
+            merged = (
+                sum(v * w for v, w in values) / total
+                if total
+                else sum(v for v, _ in values) / len(values)
+            )
+        metrics[key].append(merged)
 
 
 class DevEvalCallback(TrainerCallback):

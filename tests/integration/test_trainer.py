@@ -147,6 +147,8 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
         "ig/tokens_encoded",
         "time/update",
         "time/step_cpu",
+        "update/tokens",
+        "update/padded_tokens",
         "kl",
         "reward",
     ):
@@ -154,6 +156,7 @@ def test_one_step_changes_parameters_and_logs_every_metric(setup):
     assert step["searches"] == 1.0 and step["well_formed"] == 1.0
     assert step["ig/tokens_encoded"] > 0 and step["time/outcome_reward"] >= 0
     assert step["time/step_cpu"] > 0
+    assert 0 <= step["update/padded_tokens"] < step["update/tokens"]  # four length buckets
     assert step["completions/clipped_ratio"] == 0.0  # every finished answer ends with EOS
     assert step["all_fail_groups"] == 0.5 and step["em"] == 0.25
     dev = [x for x in logs if "dev/em" in x]

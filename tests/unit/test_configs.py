@@ -42,6 +42,7 @@ def test_paper_settings_in_the_qwen_configs():
         ("algo.estimator=ppo", "choose one of: grpo, ig_grpo, ig_grpo_empty"),
         ("train.lerning_rate=1e-3", "did you mean 'learning_rate'"),
         ("retriever.url=http://x", "exactly one of retriever.index"),
+        ("train.update_chunks=0", r"train.update_chunks=0: must be an integer >= 1 \(1 = one"),
     ],
 )
 def test_impossible_values_fail_with_the_fix(override, message):
