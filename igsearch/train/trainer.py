@@ -436,8 +436,16 @@ class IGSearchTrainer(GRPOTrainer):
         Trainer.log(self, logs)
 
 
-EXACT_LOSS_TYPES = ("grpo", "sapo", "luspo", "dr_grpo", "bnpo", "dapo", "cispo", "vespo")
-"""TRL loss types whose full-batch loss is a weighted sum of chunk losses (see chunk_weights)."""
+CHUNK_WEIGHTING = {
+    **dict.fromkeys(("grpo", "sapo", "luspo", "dr_grpo"), "rows"),
+    "bnpo": "tokens",
+    **dict.fromkeys(("dapo", "cispo", "vespo"), "global"),
+}
+"""How each TRL loss type's full-batch loss splits over chunks (see chunk_weights): by the chunk's
+share of rows, by its share of loss tokens, or not at all (a global normaliser)."""
+
+EXACT_LOSS_TYPES = tuple(CHUNK_WEIGHTING)
+"""TRL loss types whose full-batch loss is a weighted sum of chunk losses."""
 
 PROMPT_KEYS = ("prompt_ids", "prompt_mask")
 """Left-padded (B, T_prompt) inputs: a chunk drops its leading all-padding columns."""
@@ -511,13 +519,14 @@ def chunk_weights(loss_type: str, inputs: dict[str, Any], chunks: list[dict[str,
     bnpo: token sum / token count -> w_c = M_c / M (a chunk without loss tokens sums to 0);
     dapo, cispo, vespo: token sum / num_items_in_batch, a global count every chunk keeps -> 1.
     """
-    rows = inputs["prompt_ids"].size(0)
-    if loss_type in ("grpo", "sapo", "luspo", "dr_grpo"):
+    rule = CHUNK_WEIGHTING.get(loss_type)
+    if rule == "rows":
+        rows = inputs["prompt_ids"].size(0)
         return [c["prompt_ids"].size(0) / rows for c in chunks]
-    if loss_type == "bnpo":
+    if rule == "tokens":
         total = _loss_tokens(inputs)  # 0: every chunk's loss is 0 / 1, any weight will do
         return [_loss_tokens(c) / total if total else 0.0 for c in chunks]
-    if loss_type in ("dapo", "cispo", "vespo"):
+    if rule == "global":
         return [1.0] * len(chunks)
     raise ValueError(f"no exact chunk weights for loss_type {loss_type!r}")
 
