@@ -91,6 +91,7 @@ from igsearch.rollout.engine import CachedHFGenerator  # noqa: E402
 from igsearch.rollout.kv import BatchCache  # noqa: E402
 from igsearch.rollout.loop import decode_ids, encode_block, run_rollouts  # noqa: E402
 from igsearch.train.models import count_parameters, init_model, load_tokenizer  # noqa: E402
+from igsearch.train.rl import example_row  # noqa: E402
 
 
 def scripted(base: type) -> type:
@@ -211,13 +212,7 @@ def batch_rows(world: Path, prompts: list[str], group: int) -> list[dict[str, An
     """The trainer's input rows for `prompts` (the dataset columns igsearch.train.rl builds)."""
     examples = read_qa(world / "train.jsonl")[: len(prompts) // group]
     return [
-        {
-            "prompt": prompt,
-            "golden_answers": list(ex.golden_answers),
-            "qid": ex.id,
-            "qtype": str(ex.metadata.get("type", "")),
-            "supporting_ids": [str(x) for x in ex.metadata.get("supporting_ids") or []],
-        }
+        example_row(ex, prompt)
         for prompt, ex in zip(prompts, (ex for ex in examples for _ in range(group)), strict=True)
     ]
 

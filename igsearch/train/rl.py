@@ -74,23 +74,28 @@ def spread_by_type(examples: Sequence[QAExample], limit: int | None) -> list[QAE
     return out[:limit]
 
 
-def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: Any) -> Any:
-    """A datasets.Dataset with the prompt TRL samples and the columns the rewards and metrics read
+def example_row(ex: QAExample, prompt: str) -> dict[str, Any]:
+    """One trainer input row: the prompt TRL samples and the columns the rewards and metrics read
     (`supporting_ids`: the passages that support the answer, empty when the data has none)."""
+    return {
+        "prompt": prompt,
+        "golden_answers": list(ex.golden_answers),
+        "qid": ex.id,
+        "qtype": str(ex.metadata.get("type", "")),
+        "supporting_ids": [str(x) for x in ex.metadata.get("supporting_ids") or []],
+    }
+
+
+def build_dataset(examples: Sequence[QAExample], cfg: TrainConfig, tokenizer: Any) -> Any:
+    """A datasets.Dataset of `example_row`s, prompts rendered as the rollout config says."""
     from datasets import Dataset
 
     r = cfg.rollout
     return Dataset.from_list(
         [
-            {
-                "prompt": build_prompt(
-                    ex.question, r.tagset, r.prompt_style, tokenizer, r.rendering
-                ),
-                "golden_answers": list(ex.golden_answers),
-                "qid": ex.id,
-                "qtype": str(ex.metadata.get("type", "")),
-                "supporting_ids": [str(x) for x in ex.metadata.get("supporting_ids") or []],
-            }
+            example_row(
+                ex, build_prompt(ex.question, r.tagset, r.prompt_style, tokenizer, r.rendering)
+            )
             for ex in examples
         ]
     )
