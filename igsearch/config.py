@@ -365,8 +365,13 @@ class SftConfig:
     """Seed of the model's initialisation and of the data order."""
     learning_rate: float = 3e-3
     """Peak learning rate (AdamW)."""
-    lr_scheduler: typing.Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    """Learning-rate schedule after the warmup."""
+    lr_scheduler: typing.Literal[
+        "cosine", "linear", "constant_with_warmup", "warmup_stable_decay"
+    ] = "cosine"
+    """Learning-rate schedule after the warmup; warmup_stable_decay holds the peak rate until the
+    last `decay_ratio` of the steps, then decays it (cosine) to 0."""
+    decay_ratio: float = 0.2
+    """Share of the steps over which warmup_stable_decay decays the rate (other schedules ignore it)."""
     warmup_ratio: float = 0.05
     """Share of the steps spent warming the learning rate up from 0."""
     weight_decay: float = 0.01
@@ -402,6 +407,10 @@ class SftConfig:
         if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1:
             raise ConfigError(
                 f"sft.learning_rate={self.learning_rate} must be > 0 and sft.warmup_ratio={self.warmup_ratio} in [0, 1)"
+            )
+        if not 0 < self.decay_ratio <= 1 - self.warmup_ratio:
+            raise ConfigError(
+                f"sft.decay_ratio={self.decay_ratio} must be in (0, 1 - warmup_ratio={self.warmup_ratio}]"
             )
         if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
             raise ConfigError(

@@ -135,6 +135,11 @@ def _training_args(cfg: SftConfig, out: Path) -> TrainingArguments:
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
+        lr_scheduler_kwargs=(
+            {"num_decay_steps": max(1, round(cfg.decay_ratio * cfg.max_steps))}
+            if cfg.lr_scheduler == "warmup_stable_decay"
+            else {}
+        ),
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_steps=cfg.max_steps,

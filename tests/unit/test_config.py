@@ -110,3 +110,32 @@ def test_training_refuses_greedy_and_nucleus_sampling(rollout, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(TrainConfig, {**base, "rollout": rollout})
     assert from_dict(TrainConfig, {**base, "rollout": {"temperature": 0.7}}).rollout.top_p == 1.0
+
+
+def test_sft_warmup_stable_decay_holds_the_peak_then_decays():
+    import torch
+    from transformers import get_scheduler
+
+    from igsearch.config import SftConfig
+    from igsearch.train.sft import _training_args
+
+    with pytest.raises(ConfigError, match="sft.decay_ratio"):
+        SftConfig(decay_ratio=0.99, warmup_ratio=0.05)
+    cfg = SftConfig(lr_scheduler="warmup_stable_decay", max_steps=100, decay_ratio=0.2)
+    args = _training_args(cfg, __import__("pathlib").Path("/nonexistent"))
+    assert args.lr_scheduler_kwargs == {"num_decay_steps": 20}
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_scheduler(
+        args.lr_scheduler_type,
+        opt,
+        num_warmup_steps=5,
+        num_training_steps=100,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0 and all(lr == 1.0 for lr in lrs[5:80])
+    assert lrs[90] < 0.6 and lrs[99] < 0.01
