@@ -408,7 +408,9 @@ class SftConfig:
             raise ConfigError(
                 f"sft.learning_rate={self.learning_rate} must be > 0 and sft.warmup_ratio={self.warmup_ratio} in [0, 1)"
             )
-        if not 0 < self.decay_ratio <= 1 - self.warmup_ratio:
+        if self.lr_scheduler == "warmup_stable_decay" and not (
+            0 < self.decay_ratio <= 1 - self.warmup_ratio
+        ):
             raise ConfigError(
                 f"sft.decay_ratio={self.decay_ratio} must be in (0, 1 - warmup_ratio={self.warmup_ratio}]"
             )

@@ -113,6 +113,8 @@ def test_training_refuses_greedy_and_nucleus_sampling(rollout, message):
 
 
 def test_sft_warmup_stable_decay_holds_the_peak_then_decays():
+    from pathlib import Path
+
     import torch
     from transformers import get_scheduler
 
@@ -120,9 +122,10 @@ def test_sft_warmup_stable_decay_holds_the_peak_then_decays():
     from igsearch.train.sft import _training_args
 
     with pytest.raises(ConfigError, match="sft.decay_ratio"):
-        SftConfig(decay_ratio=0.99, warmup_ratio=0.05)
+        SftConfig(lr_scheduler="warmup_stable_decay", decay_ratio=0.99, warmup_ratio=0.05)
+    assert SftConfig(warmup_ratio=0.9).decay_ratio == 0.2  # cosine ignores decay_ratio
     cfg = SftConfig(lr_scheduler="warmup_stable_decay", max_steps=100, decay_ratio=0.2)
-    args = _training_args(cfg, __import__("pathlib").Path("/nonexistent"))
+    args = _training_args(cfg, Path("/nonexistent"))
     assert args.lr_scheduler_kwargs == {"num_decay_steps": 20}
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = get_scheduler(
