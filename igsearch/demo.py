@@ -145,7 +145,7 @@ def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int
         {
             "model": str(root / "sft"),
             "data": {
-                "train": [str(world / "train.jsonl")],
+                "train": [str(world / "rl.jsonl")],
                 "dev": str(world / "dev.jsonl"),
                 "dev_limit": plan.dev_limit,
             },

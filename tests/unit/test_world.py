@@ -68,6 +68,7 @@ def test_same_seed_same_files_and_hash(world, tmp_path):
     for name in (
         "corpus.jsonl",
         "train.jsonl",
+        "rl.jsonl",
         "test.jsonl",
         "demos.jsonl",
         "tokenizer/tokenizer.json",
@@ -128,7 +129,7 @@ def test_every_held_out_answer_appears_in_its_supporting_passages(world, corpus)
 
 
 def test_no_answer_is_in_its_question(world):
-    for split in ("train", "dev", "test"):
+    for split in ("train", "rl", "dev", "test"):
         for ex in read_qa_jsonl(world / f"{split}.jsonl"):
             question = f" {normalize_answer(ex.question)} "
             assert not any(f" {normalize_answer(a)} " in question for a in ex.golden_answers), (
@@ -142,14 +143,31 @@ def test_held_out_subjects_never_occur_in_training(world):
     targets = "\n".join(
         s["text"] for d in read_demos(world) for s in d["segments"] if s["generated"]
     )
-    for split in ("dev", "test"):
-        for ex in read_qa_jsonl(world / f"{split}.jsonl"):
-            assert not set(ex.metadata["subjects"]) & train_subjects
+    subjects = {}
+    for split in ("rl", "dev", "test"):
+        subjects[split] = {
+            s for ex in read_qa_jsonl(world / f"{split}.jsonl") for s in ex.metadata["subjects"]
+        }
+        assert subjects[split] and not subjects[split] & train_subjects, split
+    assert not subjects["rl"] & (subjects["dev"] | subjects["test"])
     kb = build_kb(SEED, SIZES["tiny"].counts)
-    held_out = [
-        kb[s].name for ex in read_qa_jsonl(world / "test.jsonl") for s in ex.metadata["subjects"]
-    ]
-    assert held_out and not [name for name in held_out if name in targets]
+    for split in ("rl", "test"):
+        held_out = [kb[s].name for s in subjects[split]]
+        assert held_out and not [name for name in held_out if name in targets], split
+
+
+def test_rl_questions_never_pass_through_evaluation_entities(world):
+    """RL trains on held-out entities (docs/design.md, "Tiny policies and the synthetic world"):
+    no RL question touches a dev or test entity, so RL cannot learn an evaluation fact."""
+    kb = build_kb(SEED, SIZES["tiny"].counts)
+    rl = read_qa_jsonl(world / "rl.jsonl")
+    assert {ex.metadata["type"] for ex in rl} == set(QUESTION_TYPES)
+    assert {kb[s].split for ex in rl for s in ex.metadata["subjects"]} == {"rl"}
+    questions = build_questions(kb, build_passages(kb, SEED), "rl", 10**9, SEED)
+    assert [q.question for q in questions] == [ex.question for ex in rl]
+    assert {kb[e].split for q in questions for e in q.chain} <= {"train", "rl"}
+    manifest = read_world(world)["counts"]["questions"]
+    assert set(manifest) == {"train", "rl", "dev", "test"} and manifest["rl"]["total"] == len(rl)
 
 
 def test_demonstrations_follow_the_protocol(world):

@@ -20,15 +20,17 @@ from typing import Any
 from igsearch.data.jsonl import iter_jsonl, write_jsonl
 from igsearch.data.qa import write_qa_jsonl
 from igsearch.data.world.demos import DemoWriter, Noise, sample_demo_questions
-from igsearch.data.world.kb import KB, build_kb
+from igsearch.data.world.kb import KB, SPLITS, build_kb
 from igsearch.data.world.passages import Passage, build_passages
 from igsearch.data.world.questions import QUESTION_TYPES, build_questions
 from igsearch.errors import IGSearchError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the `rl` split (rl.jsonl), questions about entities no demonstration mentions."""
 HASHED_FILES = (
     "corpus.jsonl",
     "train.jsonl",
+    "rl.jsonl",
     "dev.jsonl",
     "test.jsonl",
     "demos.jsonl",
@@ -123,9 +125,9 @@ def build_world(
     progress("questions")
     splits = {
         split: build_questions(
-            kb, passages, split, 10**9 if split == "train" else size.eval_per_type, cfg.seed
+            kb, passages, split, size.eval_per_type if split in ("dev", "test") else 10**9, cfg.seed
         )
-        for split in ("train", "dev", "test")
+        for split in SPLITS
     }
     for split, questions in splits.items():
         write_qa_jsonl(out / f"{split}.jsonl", (q.to_qa() for q in questions))

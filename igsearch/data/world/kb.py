@@ -4,8 +4,10 @@ Entities are countries, cities, people, organisations and works (films and novel
 records (events, awards) mention them without being asked about. Names are made of random
 syllables, so no pretrained knowledge could answer a question, and they deliberately collide:
 families share surnames, some people share first names, and a few names differ by one letter, so
-that a vague query retrieves the wrong person. Every entity is put in one split (train/dev/test):
-questions of a held-out split are only ever about entities of that split.
+that a vague query retrieves the wrong person. Every entity is put in one split (train/rl/dev/test):
+questions of a held-out split are only ever about entities of that split. `rl` holds entities no
+demonstration mentions, so RL trains on questions whose answers the warm start never saw, as
+dev and test are (docs/design.md, "The synthetic world").
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "rl", "dev", "test")
+HELD_OUT = ("dev", "test", "rl")
+"""The held-out splits, in the order they take their share of each entity kind."""
 HELD_OUT_SHARE = 0.1
-"""Share of each entity kind held out for dev, and again for test."""
+"""Share of each entity kind held out for each of dev, test and rl."""
 
 # A small, regular syllable inventory: BPE learns the syllables as tokens, so a name is a few
 # tokens that all occur in many other names (a tiny policy has to copy names token by token).
@@ -268,7 +272,8 @@ def _assign_splits(kb: KB, rng: random.Random) -> None:
         rng.shuffle(ids)
         n_held = max(1, round(len(ids) * HELD_OUT_SHARE))
         for i, entity_id in enumerate(ids):
-            kb[entity_id].split = "dev" if i < n_held else "test" if i < 2 * n_held else "train"
+            k = i // n_held
+            kb[entity_id].split = HELD_OUT[k] if k < len(HELD_OUT) else "train"
 
 
 def build_kb(seed: int, counts: dict[str, int]) -> KB:

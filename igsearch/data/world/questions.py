@@ -244,11 +244,14 @@ def _comparison(kb: KB, facts, a: Entity, b: Entity, rng: random.Random) -> Ques
 
 
 def _eligible(kb: KB, q: Question, split: str) -> bool:
+    """Train questions stay inside training entities. A held-out split's questions are about its
+    own entities; an RL question's chain never passes through dev or test entities, and an
+    evaluation question's never through the other evaluation split's."""
     if split == "train":
         return all(kb[e].split == "train" for e in q.chain)
-    other = "test" if split == "dev" else "dev"
+    barred = {"rl": ("dev", "test"), "dev": ("test",), "test": ("dev",)}[split]
     return all(kb[s].split == split for s in q.subjects) and not any(
-        kb[e].split == other for e in q.chain
+        kb[e].split in barred for e in q.chain
     )
 
 
