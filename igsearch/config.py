@@ -367,10 +367,10 @@ class SftConfig:
     """Peak learning rate (AdamW)."""
     lr_scheduler: typing.Literal[
         "cosine", "linear", "constant_with_warmup", "warmup_stable_decay"
-    ] = "cosine"
+    ] = "warmup_stable_decay"
     """Learning-rate schedule after the warmup; warmup_stable_decay holds the peak rate until the
     last `decay_ratio` of the steps, then decays it (cosine) to 0."""
-    decay_ratio: float = 0.2
+    decay_ratio: float = 0.25
     """Share of the steps over which warmup_stable_decay decays the rate (other schedules ignore it)."""
     warmup_ratio: float = 0.05
     """Share of the steps spent warming the learning rate up from 0."""

@@ -123,7 +123,8 @@ def test_sft_warmup_stable_decay_holds_the_peak_then_decays():
 
     with pytest.raises(ConfigError, match="sft.decay_ratio"):
         SftConfig(lr_scheduler="warmup_stable_decay", decay_ratio=0.99, warmup_ratio=0.05)
-    assert SftConfig(warmup_ratio=0.9).decay_ratio == 0.2  # cosine ignores decay_ratio
+    # cosine ignores decay_ratio, so a long warmup is not refused over it
+    assert SftConfig(lr_scheduler="cosine", warmup_ratio=0.9).decay_ratio == 0.25
     cfg = SftConfig(lr_scheduler="warmup_stable_decay", max_steps=100, decay_ratio=0.2)
     args = _training_args(cfg, Path("/nonexistent"))
     assert args.lr_scheduler_kwargs == {"num_decay_steps": 20}
