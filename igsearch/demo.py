@@ -45,8 +45,13 @@ class DemoPlan:
     """Dev questions of the EM-by-step curve."""
     eval_steps: int
     """Dev evaluation every this many RL steps."""
-    learning_rate: float = 2e-4
-    """RL learning rate (a 1M-parameter policy moves slowly at the paper's 1e-6)."""
+    learning_rate: float = 1e-4
+    """RL learning rate (a 1M-parameter policy moves slowly at the paper's 1e-6; at 3e-4 it loses
+    dev EM: benchmarks/results/rl_recipe.md, section 8)."""
+    temperature: float = 0.6
+    """RL sampling temperature. Evaluation is greedy, and at 1.0 a nano policy's samples are half
+    as accurate as its greedy answers, so RL mostly sharpens; at 0.6 samples stay near the greedy
+    path and differ where it is undecided (rl_recipe.md, section 8)."""
     rollout: dict[str, Any] = field(
         default_factory=lambda: {
             "prompt_style": "bare",
@@ -63,7 +68,7 @@ PLANS = {
     "full": DemoPlan(
         "small",
         (),
-        rl_steps=30,
+        rl_steps=40,
         batch_size=40,
         group_size=5,
         eval_per_type=50,
@@ -150,7 +155,7 @@ def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int
                 "dev_limit": plan.dev_limit,
             },
             "retriever": {"index": str(world / "index")},
-            "rollout": {**plan.rollout, "temperature": 1.0},
+            "rollout": {**plan.rollout, "temperature": plan.temperature},
             "algo": {"estimator": estimator},
             "train": {
                 "output_dir": str(root / f"{estimator}-s{seed}"),
@@ -158,6 +163,7 @@ def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int
                 "group_size": plan.group_size,
                 "batch_size": plan.batch_size,
                 "learning_rate": plan.learning_rate,
+                "beta": 0.0,  # as in the recipe's runs: no reference forward
                 "seed": seed,
                 "save_steps": max(plan.rl_steps // 3, 1),
                 "eval_steps": plan.eval_steps,
