@@ -491,13 +491,22 @@ def experiment(
     quick: Annotated[
         bool, typer.Option(help="Tiny world, 2 RL steps, few test questions (a smoke test).")
     ] = False,
+    warm_start: Annotated[
+        Path | None,
+        typer.Option(
+            help="A finished `igsearch demo` folder (e.g. runs/demo): use its world and warm start "
+            "instead of building and training them again (checked to match the plan)."
+        ),
+    ] = None,
     fresh: Annotated[bool, typer.Option(help="Delete the run folder and start over.")] = False,
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
     from igsearch.experiment import experiment_spec, run_experiment
 
-    spec = experiment_spec(quick=quick, seeds=seeds, steps=steps, methods=methods)
+    spec = experiment_spec(
+        quick=quick, seeds=seeds, steps=steps, methods=methods, warm_start=warm_start
+    )
     run_experiment(
         out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),
         spec,

@@ -143,12 +143,14 @@ def sft_stage(root: Path, world: Path, plan: DemoPlan) -> Path:
     return out
 
 
-def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int) -> TrainConfig:
+def rl_config(
+    root: Path, world: Path, sft: Path, plan: DemoPlan, estimator: str, seed: int
+) -> TrainConfig:
     """The TrainConfig of one demo RL run (identical for both methods but the estimator)."""
     return from_dict(
         TrainConfig,
         {
-            "model": str(root / "sft"),
+            "model": str(sft),
             "data": {
                 "train": [str(world / "rl.jsonl")],
                 "dev": str(world / "dev.jsonl"),
@@ -174,13 +176,13 @@ def rl_config(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int
     )
 
 
-def rl_stage(root: Path, world: Path, plan: DemoPlan, estimator: str, seed: int) -> Path:
+def rl_stage(root: Path, world: Path, sft: Path, plan: DemoPlan, estimator: str, seed: int) -> Path:
     """One RL run (any registered estimator); a finished run is reused only with the same settings."""
     from igsearch.algo.advantages import get_estimator
     from igsearch.config import to_dict
     from igsearch.train.rl import run_training
 
-    cfg = rl_config(root, world, plan, estimator, seed)
+    cfg = rl_config(root, world, sft, plan, estimator, seed)
     out = Path(cfg.train.output_dir)
     saved = out / "config.json"
     if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
@@ -249,7 +251,7 @@ def run_demo(
     runs: dict[str, list[Path]] = {}
     for s in range(seed, seed + seeds):
         for est, label in METHODS.items():
-            final = rl_stage(root, world, plan, est, s)
+            final = rl_stage(root, world, sft, plan, est, s)
             runs.setdefault(label, []).append(final.parent)
             results.setdefault(label, []).append(
                 eval_stage(root, world, plan, f"{label}-s{s}", final)

@@ -52,6 +52,10 @@ class ExperimentSpec:
     """Bootstrap replicates of the intervals."""
     world_seed: int = 0
     """Seed of the world and of the warm start every method starts from."""
+    warm_start: str | None = None
+    """A finished demo run folder (`--warm-start runs/demo`) whose world and warm start, built with
+    this plan and seed, are used where they are instead of being built again; None builds both
+    under the run folder."""
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -71,10 +75,12 @@ def experiment_spec(
     seeds: int = 3,
     steps: int | None = None,
     methods: str | None = None,
+    warm_start: str | Path | None = None,
 ) -> ExperimentSpec:
     """The spec of `igsearch experiment`: the demo's full plan (or, with quick, its quick plan with
     2 steps, tighter rollouts and few evaluation questions), `seeds` seeds from 0, `steps` RL steps
-    when given, and `methods` (comma list, default every registered estimator)."""
+    when given, `methods` (comma list, default every registered estimator), and the demo run
+    folder whose warm start to reuse."""
     if seeds < 1:
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
     if steps is not None and steps < 1:
@@ -98,6 +104,7 @@ def experiment_spec(
         tuple(names),
         whole_test=not quick,
         n_boot=2000 if quick else 10_000,
+        warm_start=str(warm_start) if warm_start is not None else None,
     )
 
 
@@ -141,6 +148,54 @@ class StageClock:
         return sum(self.seconds.values()) / 60
 
 
+SFT_BOOKKEEPING = ("num_threads", "save_steps", "save_total_limit", "logging_steps")
+"""SftConfig fields that do not change the trained policy (a reused warm start may differ in them)."""
+
+
+def reused_warm_start(source: Path, plan: DemoPlan, world_seed: int) -> tuple[Path, Path]:
+    """The world and warm start of the finished demo run `source`, checked to be what this plan and
+    seed would build: the world's settings, and the warm start's SFT settings and world hash."""
+    from igsearch.config import SftConfig, load_config, to_dict
+    from igsearch.data.world import read_world
+
+    world, sft = source / "world", source / "sft"
+    for done in (world / "world.json", sft / "igsearch.json"):
+        if not done.exists():
+            raise IGSearchError(
+                f"--warm-start {source}: {done} is missing; finish `igsearch demo --out {source}`"
+                " first, or drop --warm-start to build the warm start here"
+            )
+    build_world_stage(source, plan, world_seed)  # checks the settings; the world exists
+    meta = json.loads((sft / "igsearch.json").read_text())
+    wanted = to_dict(load_config(SftConfig, None, list(plan.sft_overrides)))
+    trained = {k: v for k, v in (meta.get("sft") or {}).items() if k not in SFT_BOOKKEEPING}
+    if {k: v for k, v in wanted.items() if k not in SFT_BOOKKEEPING} != trained or meta.get(
+        "world_hash"
+    ) != read_world(world)["content_hash"]:
+        raise IGSearchError(
+            f"--warm-start {source}: {sft} was trained with other SFT settings or on another world"
+            " than this experiment's plan; rerun that demo with this igsearch, or drop --warm-start"
+        )
+    console.print(
+        f"[green]✓[/green] world + warm start reused from {source} "
+        f"(SFT took {meta.get('train_seconds', 0) / 60:.1f} min there)"
+    )
+    return world, sft
+
+
+def _check_same_warm_start(root: Path, spec: ExperimentSpec) -> None:
+    """A resumed run keeps the warm start its finished runs started from."""
+    old = root / "spec.json"
+    if not old.exists():
+        return
+    before = json.loads(old.read_text()).get("warm_start")
+    if before != spec.warm_start:
+        raise IGSearchError(
+            f"{root} was started with --warm-start {before or '(none: built here)'}; resume it "
+            f"with the same, or pass --fresh to start over with {spec.warm_start or 'none'}"
+        )
+
+
 def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) -> Path:
     """Run (or resume) every stage and write the report; returns the path of experiment.md."""
     from igsearch.eval.experiment_md import write_experiment
@@ -149,12 +204,16 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
     if fresh:
         shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
+    _check_same_warm_start(root, spec)
     (root / "spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
     plan, runs = spec.plan, [(m, s) for s in spec.seeds for m in spec.methods]
     clock = StageClock(root, total=2 + 2 * len(runs) + 1)
     left = {"rl": len(runs), "eval": len(runs) + 1}
-    world = clock.run("world", lambda: build_world_stage(root, plan, spec.world_seed), left)
-    sft = clock.run("sft", lambda: sft_stage(root, world, plan), left)
+    if spec.warm_start is None:
+        world = clock.run("world", lambda: build_world_stage(root, plan, spec.world_seed), left)
+        sft = clock.run("sft", lambda: sft_stage(root, world, plan), left)
+    else:
+        world, sft = reused_warm_start(Path(spec.warm_start), plan, spec.world_seed)
     evals: dict[str, list[Path]] = {}
     left["eval"] -= 1
     clock.run("eval/sft", lambda: eval_stage(root, world, plan, "sft", sft, spec.whole_test), left)
@@ -162,7 +221,9 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
     for method, seed in runs:
         left["rl"] -= 1
         final = clock.run(
-            f"rl/{method}-s{seed}", lambda m=method, s=seed: rl_stage(root, world, plan, m, s), left
+            f"rl/{method}-s{seed}",
+            lambda m=method, s=seed: rl_stage(root, world, sft, plan, m, s),
+            left,
         )
         left["eval"] -= 1
         name = f"{method}-s{seed}"

@@ -179,4 +179,5 @@ def experiment_json(
         "search_support_share": {m: support_share(r) for m, r in runs.items()},
         "ig_support": {m: s for m, r in runs.items() if (s := support_summary(r))},
         "plan": asdict(spec.plan),
+        "warm_start": spec.warm_start,
     }

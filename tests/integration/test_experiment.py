@@ -67,3 +67,25 @@ def test_a_rerun_reuses_every_finished_stage(run):
         json.loads((out / "experiment.json").read_text())["methods"]
         == json.loads(before)["methods"]
     )
+
+
+def test_warm_start_reuses_a_finished_runs_world_and_policy_after_checking_them(run, tmp_path):
+    from dataclasses import replace
+
+    from igsearch.errors import IGSearchError
+    from igsearch.experiment import experiment_spec, reused_warm_start
+
+    out, _, _ = run
+    plan = experiment_spec(quick=True).plan
+    assert reused_warm_start(out, plan, 0) == (out / "world", out / "sft")
+    with pytest.raises(IGSearchError, match="other SFT settings"):
+        reused_warm_start(out, replace(plan, sft_overrides=("max_steps=9",)), 0)
+    with pytest.raises(IGSearchError, match="world.json is missing"):
+        reused_warm_start(tmp_path, plan, 0)
+
+
+def test_a_rerun_with_another_warm_start_is_refused_before_any_work(run):
+    out, args, _ = run
+    result = CliRunner().invoke(app, [*args, "--warm-start", str(out.parent / "elsewhere")])
+    assert result.exit_code != 0
+    assert "was started with --warm-start (none" in str(result.exception)
