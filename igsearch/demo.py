@@ -47,11 +47,11 @@ class DemoPlan:
     """Dev evaluation every this many RL steps."""
     learning_rate: float = 1e-4
     """RL learning rate (a 1M-parameter policy moves slowly at the paper's 1e-6; at 3e-4 it loses
-    dev EM: benchmarks/results/rl_recipe.md, section 8)."""
+    dev EM: benchmarks/results/rl_recipe.md, section 7)."""
     temperature: float = 0.6
     """RL sampling temperature. Evaluation is greedy, and at 1.0 a nano policy's samples are half
     as accurate as its greedy answers, so RL mostly sharpens; at 0.6 samples stay near the greedy
-    path and differ where it is undecided (rl_recipe.md, section 8)."""
+    path and differ where it is undecided (rl_recipe.md, section 7)."""
     rollout: dict[str, Any] = field(
         default_factory=lambda: {
             "prompt_style": "bare",

@@ -167,11 +167,13 @@ def reused_warm_start(source: Path, plan: DemoPlan, world_seed: int) -> tuple[Pa
             )
     build_world_stage(source, plan, world_seed)  # checks the settings; the world exists
     meta = json.loads((sft / "igsearch.json").read_text())
-    wanted = to_dict(load_config(SftConfig, None, list(plan.sft_overrides)))
-    trained = {k: v for k, v in (meta.get("sft") or {}).items() if k not in SFT_BOOKKEEPING}
-    if {k: v for k, v in wanted.items() if k not in SFT_BOOKKEEPING} != trained or meta.get(
-        "world_hash"
-    ) != read_world(world)["content_hash"]:
+
+    def policy_settings(sft_cfg: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in sft_cfg.items() if k not in SFT_BOOKKEEPING}
+
+    wanted = policy_settings(to_dict(load_config(SftConfig, None, list(plan.sft_overrides))))
+    same_world = meta.get("world_hash") == read_world(world)["content_hash"]
+    if policy_settings(meta.get("sft") or {}) != wanted or not same_world:
         raise IGSearchError(
             f"--warm-start {source}: {sft} was trained with other SFT settings or on another world"
             " than this experiment's plan; rerun that demo with this igsearch, or drop --warm-start"

@@ -146,7 +146,11 @@ def write_experiment(
         f"{p.batch_size} rollouts (groups of {p.group_size}), learning rate {p.learning_rate:g}. "
         f"Test: {n} questions ({', '.join(f'{k} {v}' for k, v in data['questions'].items())}), "
         f"greedy. Stages took {minutes:.1f} min"
-        + (f" (the world and warm start reused from {spec.warm_start})." if spec.warm_start else "."),
+        + (
+            f" (the world and warm start reused from {spec.warm_start})."
+            if spec.warm_start
+            else "."
+        ),
         "",
         "## Test exact match (mean over seeds [95% interval])",
         "",
