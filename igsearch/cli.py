@@ -499,13 +499,20 @@ def experiment(
         ),
     ] = None,
     fresh: Annotated[bool, typer.Option(help="Delete the run folder and start over.")] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="RL runs trained at once, each on its share of the CPUs with one thread per core "
+            "(2 on a 2-core machine: about 1.3x the throughput of one run on both cores)."
+        ),
+    ] = 1,
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
     from igsearch.experiment import experiment_spec, run_experiment
 
     spec = experiment_spec(
-        quick=quick, seeds=seeds, steps=steps, methods=methods, warm_start=warm_start
+        quick=quick, seeds=seeds, steps=steps, methods=methods, warm_start=warm_start, jobs=jobs
     )
     run_experiment(
         out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),

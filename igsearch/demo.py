@@ -144,9 +144,10 @@ def sft_stage(root: Path, world: Path, plan: DemoPlan) -> Path:
 
 
 def rl_config(
-    root: Path, world: Path, sft: Path, plan: DemoPlan, estimator: str, seed: int
+    root: Path, world: Path, sft: Path, plan: DemoPlan, estimator: str, seed: int, threads: int = 2
 ) -> TrainConfig:
-    """The TrainConfig of one demo RL run (identical for both methods but the estimator)."""
+    """The TrainConfig of one demo RL run (identical for both methods but the estimator); `threads`
+    torch threads (2: the whole 2-core machine; 1 per run when runs share it)."""
     return from_dict(
         TrainConfig,
         {
@@ -170,22 +171,32 @@ def rl_config(
                 "save_steps": max(plan.rl_steps // 3, 1),
                 "eval_steps": plan.eval_steps,
                 "report_to": [],
-                "num_threads": 2,
+                "num_threads": threads,
             },
         },
     )
 
 
-def rl_stage(root: Path, world: Path, sft: Path, plan: DemoPlan, estimator: str, seed: int) -> Path:
-    """One RL run (any registered estimator); a finished run is reused only with the same settings."""
+def _training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A saved TrainConfig without its thread count, which does not change what is trained."""
+    return {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "num_threads"}}
+
+
+def rl_stage(
+    root: Path, world: Path, sft: Path, plan: DemoPlan, estimator: str, seed: int, threads: int = 2
+) -> Path:
+    """One RL run (any registered estimator); a finished or interrupted run is reused only with
+    the same settings (the thread count aside)."""
     from igsearch.algo.advantages import get_estimator
     from igsearch.config import to_dict
     from igsearch.train.rl import run_training
 
-    cfg = rl_config(root, world, sft, plan, estimator, seed)
+    cfg = rl_config(root, world, sft, plan, estimator, seed, threads)
     out = Path(cfg.train.output_dir)
     saved = out / "config.json"
-    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
+    if saved.exists() and _training_settings(json.loads(saved.read_text())) != _training_settings(
+        json.loads(json.dumps(to_dict(cfg)))
+    ):
         raise IGSearchError(
             f"{out} was trained with other settings (e.g. steps): delete it, or pass --fresh"
         )

@@ -147,6 +147,11 @@ def write_experiment(
         f"Test: {n} questions ({', '.join(f'{k} {v}' for k, v in data['questions'].items())}), "
         f"greedy. Stages took {minutes:.1f} min"
         + (
+            f", {spec.jobs} RL runs at a time, each on its share of the CPUs"
+            if getattr(spec, "jobs", 1) > 1
+            else ""
+        )
+        + (
             f" (the world and warm start reused from {spec.warm_start})."
             if spec.warm_start
             else "."

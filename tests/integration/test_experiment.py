@@ -89,3 +89,22 @@ def test_a_rerun_with_another_warm_start_is_refused_before_any_work(run):
     result = CliRunner().invoke(app, [*args, "--warm-start", str(out.parent / "elsewhere")])
     assert result.exit_code != 0
     assert "was started with --warm-start (none" in str(result.exception)
+
+
+def test_two_jobs_train_new_seeds_side_by_side_and_reuse_finished_runs(run):
+    # last in this module: it adds a third seed to the shared run folder
+    out, _, _ = run
+    before = json.loads((out / "experiment.json").read_text())["methods"]["grpo"]["test_em"]
+    args = ["experiment", "--quick", "--seeds", "3", "--jobs", "2", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "started RL + test evaluation of grpo-s2 on CPU" in result.output
+    for method in ("grpo", "ig_grpo", "ig_grpo_empty"):  # seed 2 trained here, in a worker
+        assert (out / f"{method}-s2" / "final" / "igsearch.json").exists()
+        assert "reused" in (out / "logs" / f"{method}-s0.log").read_text()  # trained before
+        assert (out / "logs" / f"{method}-s2.log").stat().st_size > 0
+    data = json.loads((out / "experiment.json").read_text())
+    assert data["seeds"] == [0, 1, 2]
+    for entry in (*data["methods"].values(), *data["paired"].values()):
+        check_entry(entry, seeds=3)
+    assert data["methods"]["grpo"]["test_em"]["per_seed"][:2] == before["per_seed"]

@@ -7,7 +7,7 @@ import pytest
 from igsearch.algo.advantages import ESTIMATORS
 from igsearch.demo import PLANS
 from igsearch.errors import IGSearchError
-from igsearch.experiment import experiment_spec
+from igsearch.experiment import cpu_shares, experiment_spec
 
 
 def test_the_full_experiment_runs_the_demos_full_plan_for_every_estimator():
@@ -35,8 +35,23 @@ def test_quick_is_the_tiny_world_with_two_steps():
         ({"methods": "grpo,grpo"}, "distinct estimators"),
         ({"seeds": 0}, "--seeds 0"),
         ({"steps": 0}, "--steps 0"),
+        ({"jobs": 0}, "--jobs 0"),
     ],
 )
 def test_bad_options_fail_with_one_line_naming_the_fix(kwargs, message):
     with pytest.raises(IGSearchError, match=message):
         experiment_spec(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "jobs", "shares"),
+    [
+        ([0, 1], 2, [[0], [1]]),
+        ([3, 1, 2, 0], 2, [[0, 2], [1, 3]]),
+        ([0, 1, 2], 2, [[0, 2], [1]]),
+        ([0], 2, [[0], [0]]),  # more runs than CPUs: they share
+        ([0, 1], 1, [[0, 1]]),
+    ],
+)
+def test_runs_side_by_side_get_disjoint_cpu_shares_that_cover_the_machine(cpus, jobs, shares):
+    assert cpu_shares(cpus, jobs) == shares
