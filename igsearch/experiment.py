@@ -274,7 +274,7 @@ def _run_side_by_side(
 
     shares = cpu_shares(_machine_cpus(), spec.jobs)
     queue = list(runs)
-    running: dict[Future, tuple[str, int]] = {}
+    running: dict[Future, tuple[str, int, int]] = {}  # job -> method, seed, CPU-share slot
     free = list(range(spec.jobs))
     with ProcessPoolExecutor(spec.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
@@ -293,12 +293,11 @@ def _run_side_by_side(
                     job = pool.submit(
                         _run_pinned, root, world, sft, spec, method, seed, shares[slot]
                     )
-                    running[job] = (method, seed)
-                    job.slot = slot  # type: ignore[attr-defined]
+                    running[job] = (method, seed, slot)
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for job in done:
-                    method, seed = running.pop(job)
-                    free.append(job.slot)  # type: ignore[attr-defined]
+                    method, seed, slot = running.pop(job)
+                    free.append(slot)
                     seconds = job.result()
                     for key, s in seconds.items():
                         clock.record(key, s / spec.jobs)

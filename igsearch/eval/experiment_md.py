@@ -148,7 +148,7 @@ def write_experiment(
         f"greedy. Stages took {minutes:.1f} min"
         + (
             f", {spec.jobs} RL runs at a time, each on its share of the CPUs"
-            if getattr(spec, "jobs", 1) > 1
+            if spec.jobs > 1
             else ""
         )
         + (
