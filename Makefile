@@ -29,7 +29,7 @@ demo: setup
 	$(VENV)/bin/igsearch demo
 
 experiment: setup
-	$(VENV)/bin/igsearch experiment
+	$(VENV)/bin/igsearch experiment --jobs 2
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -313,11 +313,12 @@ class WorldConfig:
     """Most searches in one demonstration (the rollout's max_turns)."""
     vocab_size: int | None = None
     """Tokenizer vocabulary (bytes, merges and EOS/PAD; protocol tags come on top); None: the
-    size's default (tiny and small 512, medium 1024). Keep it small: held-out names must split
+    size's default (tiny 512, small 384, medium 1024). Keep it small: held-out names must split
     into pieces the demonstrations write (`unseen_name_token_share` near 0: on the small world 1024
     measures 0.2% of dev name tokens, 2048 measures 2%), and a nano policy copies a name it has
     never seen far more reliably when its pieces are few and frequent: on the small world, 1200 SFT
-    steps of 16 reach dev EM 0.28 with 512 against 0.04 with 1024 (benchmarks/results/rl_recipe.md)."""
+    steps of 16 reach dev EM 0.28 with 512 against 0.04 with 1024, and test EM 0.26 with 384
+    against 0.15 with 512 (benchmarks/results/rl_recipe.md, sections 1 and 9)."""
     tagset: str = "search-r1"
     """Protocol tag set of the demonstrations."""
 
@@ -382,8 +383,9 @@ class SftConfig:
     """Gradient accumulation steps; the micro-batch is batch_size / grad_accum."""
     max_steps: int = 1200
     """Optimizer steps (the data repeats when it runs out)."""
-    max_length: int = 768
-    """Longest demonstration in tokens; longer ones are dropped (and counted)."""
+    max_length: int = 1024
+    """Longest demonstration in tokens; longer ones are dropped (and counted). With the small
+    world's 384-entry tokenizer, 139 of 12,000 demonstrations are longer than 1024 tokens."""
     max_demos: int | None = None
     """Use at most this many demonstrations (the first ones); None uses all."""
     save_steps: int = 200

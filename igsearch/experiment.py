@@ -36,6 +36,10 @@ QUICK_ROLLOUT = {"max_turns": 2, "max_new_tokens_per_turn": 24, "max_response_to
 """The quick flavour's rollout limits (tests): a barely trained policy writes to every limit."""
 QUICK_SFT = ("max_steps=8", "batch_size=8", "save_steps=8")
 """The quick flavour's warm start: a few steps, enough to exercise the stage."""
+EXPERIMENT_STEPS = 60
+"""RL steps per run of the full experiment: the demo's plan runs 40 to fit its time budget; from
+the small world's warm start, 60-step runs of both methods ended above it on held-out questions
+(benchmarks/results/rl_recipe.md, section 9)."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,9 @@ def experiment_spec(
     warm_start: str | Path | None = None,
     jobs: int = 1,
 ) -> ExperimentSpec:
-    """The spec of `igsearch experiment`: the demo's full plan (or, with quick, its quick plan with
-    2 steps, tighter rollouts and few evaluation questions), `seeds` seeds from 0, `steps` RL steps
-    when given, `methods` (comma list, default every registered estimator), and the demo run
+    """The spec of `igsearch experiment`: the demo's full plan with EXPERIMENT_STEPS RL steps (or,
+    with quick, its quick plan with 2 steps, tighter rollouts and few evaluation questions), `seeds`
+    seeds from 0, `steps` RL steps when given, `methods` (comma list, default every registered estimator), and the demo run
     folder whose warm start to reuse, and `jobs` RL runs at a time."""
     if seeds < 1:
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
@@ -105,7 +109,7 @@ def experiment_spec(
             eval_per_type=3,
             rollout={**plan.rollout, **QUICK_ROLLOUT},
         )
-    plan = replace(plan, rl_steps=steps or plan.rl_steps)
+    plan = replace(plan, rl_steps=steps or (plan.rl_steps if quick else EXPERIMENT_STEPS))
     names = [m.strip() for m in (methods or ",".join(ESTIMATORS)).split(",") if m.strip()]
     return ExperimentSpec(
         plan,

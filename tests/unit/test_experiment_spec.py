@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from igsearch.algo.advantages import ESTIMATORS
 from igsearch.demo import PLANS
 from igsearch.errors import IGSearchError
-from igsearch.experiment import cpu_shares, experiment_spec
+from igsearch.experiment import EXPERIMENT_STEPS, cpu_shares, experiment_spec
 
 
 def test_the_full_experiment_runs_the_demos_full_plan_for_every_estimator():
     spec = experiment_spec()
-    assert spec.plan == PLANS["full"]
+    assert spec.plan == replace(PLANS["full"], rl_steps=EXPERIMENT_STEPS)
     assert spec.methods == tuple(ESTIMATORS) and spec.seeds == (0, 1, 2)
     assert spec.whole_test
 

@@ -53,7 +53,7 @@ class WorldSize:
 
 SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize(dict(country=6, city=24, person=90, org=20, work=30, event=16, award=8), 10, 400, 512),
-    "small": WorldSize(dict(country=30, city=200, person=1100, org=250, work=400, event=300, award=100), 100, 12000, 512),
+    "small": WorldSize(dict(country=30, city=200, person=1100, org=250, work=400, event=300, award=100), 100, 12000, 384),
     "medium": WorldSize(dict(country=120, city=2000, person=11000, org=2500, work=4000, event=3000, award=1000), 250, 40000, 1024),
 }  # fmt: skip
 
