@@ -239,6 +239,25 @@ def eval_stage(
     return json.loads((out / "results.json").read_text())
 
 
+def rl_runs(root: Path, world: Path, sft: Path, plan: DemoPlan, todo: list[tuple[str, int]]) -> None:
+    """Every RL run (estimator, seed) and its evaluation (eval/ESTIMATOR-sSEED). On a machine with
+    several CPUs the runs train side by side, each in its own process pinned to its share of the
+    CPUs with one torch thread per core: a nano policy's rollouts use a second thread poorly, and
+    two one-thread runs on 2 cores take about 0.78x the time of running them in turn (section 8 of
+    benchmarks/results/rl_recipe.md). Each run's output goes to logs/ESTIMATOR-sSEED.log."""
+    from igsearch.experiment import StageClock, machine_cpus, run_side_by_side
+
+    evaluated = [(e, s) for e, s in todo if (root / "eval" / f"{e}-s{s}" / "results.json").exists()]
+    pending = [run for run in todo if run not in evaluated]
+    jobs = min(len(pending), len(machine_cpus()))
+    for est, s in evaluated + (pending if jobs < 2 else []):  # finished runs are only checked
+        eval_stage(root, world, plan, f"{est}-s{s}", rl_stage(root, world, sft, plan, est, s))
+    if jobs > 1:
+        clock = StageClock(root, total=2 * len(pending))
+        left = {"rl": len(pending), "eval": len(pending)}
+        run_side_by_side(root, world, sft, plan, pending, jobs, False, clock, left)
+
+
 def run_demo(
     root: str | Path = "runs/demo",
     quick: bool = False,
@@ -259,14 +278,14 @@ def run_demo(
     retrieval_stage(world)
     sft = sft_stage(root, world, plan)
     results: dict[str, list[dict[str, Any]]] = {"SFT": [eval_stage(root, world, plan, "SFT", sft)]}
+    todo = [(est, s) for s in range(seed, seed + seeds) for est in METHODS]
+    rl_runs(root, world, sft, plan, todo)
     runs: dict[str, list[Path]] = {}
-    for s in range(seed, seed + seeds):
-        for est, label in METHODS.items():
-            final = rl_stage(root, world, sft, plan, est, s)
-            runs.setdefault(label, []).append(final.parent)
-            results.setdefault(label, []).append(
-                eval_stage(root, world, plan, f"{label}-s{s}", final)
-            )
+    for est, s in todo:
+        runs.setdefault(METHODS[est], []).append(root / f"{est}-s{s}")
+        results.setdefault(METHODS[est], []).append(
+            json.loads((root / "eval" / f"{est}-s{s}" / "results.json").read_text())
+        )
     minutes = (time.time() - t0) / 60
     report, table = write_report(
         root, results, runs, plan_name="quick" if quick else "full", minutes=minutes

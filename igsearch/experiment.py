@@ -227,7 +227,8 @@ def cpu_shares(cpus: list[int], jobs: int) -> list[list[int]]:
     return [cpus[i::jobs] or [cpus[i % len(cpus)]] for i in range(jobs)]
 
 
-def _machine_cpus() -> list[int]:
+def machine_cpus() -> list[int]:
+    """The CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
@@ -237,7 +238,8 @@ def _run_pinned(
     root: Path,
     world: Path,
     sft: Path,
-    spec: ExperimentSpec,
+    plan: DemoPlan,
+    whole_test: bool,
     method: str,
     seed: int,
     cpus: list[int],
@@ -256,31 +258,33 @@ def _run_pinned(
         os.sched_setaffinity(0, cpus)
     torch.set_num_threads(len(cpus))
     t0 = time.time()
-    final = rl_stage(root, world, sft, spec.plan, method, seed, threads=len(cpus))
+    final = rl_stage(root, world, sft, plan, method, seed, threads=len(cpus))
     t1 = time.time()
-    eval_stage(root, world, spec.plan, name, final, spec.whole_test)
+    eval_stage(root, world, plan, name, final, whole_test)
     return {f"rl/{name}": t1 - t0, f"eval/{name}": time.time() - t1}
 
 
-def _run_side_by_side(
+def run_side_by_side(
     root: Path,
     world: Path,
     sft: Path,
-    spec: ExperimentSpec,
+    plan: DemoPlan,
     runs: list[tuple[str, int]],
+    jobs: int,
+    whole_test: bool,
     clock: StageClock,
     left: dict[str, int],
 ) -> None:
-    """Every RL run and its evaluation, `spec.jobs` at a time, each in a process of its own on its
-    share of the CPUs. A stage's time is recorded as its share of the machine (seconds / jobs), so
-    the stage times still add up to about the wall time."""
+    """Every RL run (method, seed) and its test evaluation (eval/METHOD-sSEED), `jobs` at a time,
+    each in a process of its own on its share of the CPUs. A stage's time is recorded as its share
+    of the machine (seconds / jobs), so the stage times still add up to about the wall time."""
     import multiprocessing
 
-    shares = cpu_shares(_machine_cpus(), spec.jobs)
+    shares = cpu_shares(machine_cpus(), jobs)
     queue = list(runs)
     running: dict[Future, tuple[str, int, int]] = {}  # job -> method, seed, CPU-share slot
-    free = list(range(spec.jobs))
-    with ProcessPoolExecutor(spec.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    free = list(range(jobs))
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             while queue or running:
                 while queue and free:
@@ -295,7 +299,7 @@ def _run_side_by_side(
                         f"{','.join(map(str, shares[slot]))} (log: {root / 'logs' / name}.log)",
                     )
                     job = pool.submit(
-                        _run_pinned, root, world, sft, spec, method, seed, shares[slot]
+                        _run_pinned, root, world, sft, plan, whole_test, method, seed, shares[slot]
                     )
                     running[job] = (method, seed, slot)
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -303,12 +307,12 @@ def _run_side_by_side(
                     method, seed, slot = running.pop(job)
                     free.append(slot)
                     seconds = job.result()
-                    for key, s in seconds.items():
-                        clock.record(key, s / spec.jobs)
+                    for key, sec in seconds.items():
+                        clock.record(key, sec / jobs)
                     console.print(
                         f"[green]✓[/green] {method}-s{seed}: "
                         + ", ".join(
-                            f"{k.split('/')[0]} {s / 60:.1f} min" for k, s in seconds.items()
+                            f"{k.split('/')[0]} {sec / 60:.1f} min" for k, sec in seconds.items()
                         ),
                         highlight=False,
                     )
@@ -341,7 +345,7 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
     for method, seed in runs:
         evals.setdefault(method, []).append(root / "eval" / f"{method}-s{seed}")
     if spec.jobs > 1:
-        _run_side_by_side(root, world, sft, spec, runs, clock, left)
+        run_side_by_side(root, world, sft, plan, runs, spec.jobs, spec.whole_test, clock, left)
     else:
         for method, seed in runs:
             name = f"{method}-s{seed}"

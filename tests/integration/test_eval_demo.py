@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from igsearch.cli import app
+from igsearch.experiment import machine_cpus
 from igsearch.train.models import init_model, load_tokenizer, save_tokenizer
 
 RESULT_KEYS = {"em", "f1", "acc", "n", "searches", "turns", "well_formed", "latency_s", "hops"}
@@ -105,6 +106,9 @@ def test_demo_quick_writes_the_report_and_reuses_stages(tmp_path):
     assert "| SFT |" in report and "| GRPO |" in report and "| IG-Search |" in report
     for png in ("dev_em.png", "ig_by_step.png", "all_fail.png", "step_time.png"):
         assert (out / png).stat().st_size > 1000, png
+    if len(machine_cpus()) > 1:  # the two RL runs trained side by side, each logging to its file
+        for name in ("grpo-s0", "ig_grpo-s0"):
+            assert "evaluate " + name in (out / "logs" / f"{name}.log").read_text()
     second = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert second.exit_code == 0, second.output
     assert second.output.count("already done, reused") == 7  # world, sft, 2 RL runs, 3 evaluations
