@@ -239,12 +239,15 @@ def eval_stage(
     return json.loads((out / "results.json").read_text())
 
 
-def rl_runs(root: Path, world: Path, sft: Path, plan: DemoPlan, todo: list[tuple[str, int]]) -> None:
+def rl_runs(
+    root: Path, world: Path, sft: Path, plan: DemoPlan, todo: list[tuple[str, int]]
+) -> None:
     """Every RL run (estimator, seed) and its evaluation (eval/ESTIMATOR-sSEED). On a machine with
     several CPUs the runs train side by side, each in its own process pinned to its share of the
     CPUs with one torch thread per core: a nano policy's rollouts use a second thread poorly, and
-    two one-thread runs on 2 cores take about 0.78x the time of running them in turn (section 8 of
-    benchmarks/results/rl_recipe.md). Each run's output goes to logs/ESTIMATOR-sSEED.log."""
+    two one-thread runs on 2 cores take about 0.7-0.8x the time of running them in turn (sections 8
+    and 10 of benchmarks/results/rl_recipe.md). Each run's output goes to logs/ESTIMATOR-sSEED.log;
+    the runs' results do not depend on how they were scheduled."""
     from igsearch.experiment import StageClock, machine_cpus, run_side_by_side
 
     evaluated = [(e, s) for e, s in todo if (root / "eval" / f"{e}-s{s}" / "results.json").exists()]

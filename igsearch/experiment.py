@@ -64,8 +64,9 @@ class ExperimentSpec:
     under the run folder."""
     jobs: int = 1
     """RL runs trained at once, each in its own process on its share of the CPUs (one torch thread
-    per core). Two one-thread runs side by side on 2 cores take about 0.78x the time of the same
-    runs one after the other with two threads each (benchmarks/results/rl_recipe.md, section 8)."""
+    per core). Two one-thread runs side by side on 2 cores take about 0.7-0.8x the time of the same
+    runs one after the other with two threads each (benchmarks/results/rl_recipe.md, sections 8
+    and 10)."""
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
