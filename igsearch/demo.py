@@ -241,24 +241,30 @@ def eval_stage(
 
 def rl_runs(
     root: Path, world: Path, sft: Path, plan: DemoPlan, todo: list[tuple[str, int]]
-) -> None:
+) -> list[dict[str, Any]]:
     """Every RL run (estimator, seed) and its evaluation (eval/ESTIMATOR-sSEED). On a machine with
     several CPUs the runs train side by side, each in its own process pinned to its share of the
     CPUs with one torch thread per core: a nano policy's rollouts use a second thread poorly, and
     two one-thread runs on 2 cores take about 0.7-0.8x the time of running them in turn (sections 8
     and 10 of benchmarks/results/rl_recipe.md). Each run's output goes to logs/ESTIMATOR-sSEED.log;
-    the runs' results do not depend on how they were scheduled."""
+    the runs' results do not depend on how they were scheduled. Returns each run's test results,
+    in `todo` order."""
     from igsearch.experiment import StageClock, machine_cpus, run_side_by_side
 
-    evaluated = [(e, s) for e, s in todo if (root / "eval" / f"{e}-s{s}" / "results.json").exists()]
-    pending = [run for run in todo if run not in evaluated]
+    def results(est: str, s: int) -> Path:
+        return root / "eval" / f"{est}-s{s}" / "results.json"
+
+    pending = [run for run in todo if not results(*run).exists()]
     jobs = min(len(pending), len(machine_cpus()))
-    for est, s in evaluated + (pending if jobs < 2 else []):  # finished runs are only checked
-        eval_stage(root, world, plan, f"{est}-s{s}", rl_stage(root, world, sft, plan, est, s))
-    if jobs > 1:
-        clock = StageClock(root, total=2 * len(pending))
-        left = {"rl": len(pending), "eval": len(pending)}
-        run_side_by_side(root, world, sft, plan, pending, jobs, False, clock, left)
+    side_by_side = pending if jobs > 1 else []
+    for est, s in todo:
+        if (est, s) not in side_by_side:  # in this process; a finished run is only checked
+            eval_stage(root, world, plan, f"{est}-s{s}", rl_stage(root, world, sft, plan, est, s))
+    if side_by_side:
+        clock = StageClock(root, total=2 * len(side_by_side))
+        left = {"rl": len(side_by_side), "eval": len(side_by_side)}
+        run_side_by_side(root, world, sft, plan, side_by_side, jobs, False, clock, left)
+    return [json.loads(results(*run).read_text()) for run in todo]
 
 
 def run_demo(
@@ -282,13 +288,10 @@ def run_demo(
     sft = sft_stage(root, world, plan)
     results: dict[str, list[dict[str, Any]]] = {"SFT": [eval_stage(root, world, plan, "SFT", sft)]}
     todo = [(est, s) for s in range(seed, seed + seeds) for est in METHODS]
-    rl_runs(root, world, sft, plan, todo)
     runs: dict[str, list[Path]] = {}
-    for est, s in todo:
+    for (est, s), tested in zip(todo, rl_runs(root, world, sft, plan, todo), strict=True):
         runs.setdefault(METHODS[est], []).append(root / f"{est}-s{s}")
-        results.setdefault(METHODS[est], []).append(
-            json.loads((root / "eval" / f"{est}-s{s}" / "results.json").read_text())
-        )
+        results.setdefault(METHODS[est], []).append(tested)
     minutes = (time.time() - t0) / 60
     report, table = write_report(
         root, results, runs, plan_name="quick" if quick else "full", minutes=minutes

@@ -93,8 +93,8 @@ def experiment_spec(
 ) -> ExperimentSpec:
     """The spec of `igsearch experiment`: the demo's full plan with EXPERIMENT_STEPS RL steps (or,
     with quick, its quick plan with 2 steps, tighter rollouts and few evaluation questions), `seeds`
-    seeds from 0, `steps` RL steps when given, `methods` (comma list, default every registered estimator), and the demo run
-    folder whose warm start to reuse, and `jobs` RL runs at a time."""
+    seeds from 0, `steps` RL steps when given, `methods` (comma list, default every registered
+    estimator), the demo run folder whose warm start to reuse, and `jobs` RL runs at a time."""
     if seeds < 1:
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
     if steps is not None and steps < 1:
