@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from igsearch.config import TrainConfig, WorldConfig, from_dict, load_config
+from igsearch.config import POLICY_INFO, TrainConfig, WorldConfig, from_dict, load_config
 from igsearch.errors import IGSearchError
 
 console = Console()
@@ -137,7 +137,7 @@ def sft_stage(root: Path, world: Path, plan: DemoPlan) -> Path:
     from igsearch.train.sft import run_sft
 
     out = root / "sft"
-    if not _stage("SFT warm start (nano)", (out / "igsearch.json").exists()):
+    if not _stage("SFT warm start (nano)", (out / POLICY_INFO).exists()):
         cfg = load_config(SftConfig, None, list(plan.sft_overrides))
         run_sft(world, out, cfg, resume=(out / "checkpoints").exists())
     return out
@@ -202,7 +202,7 @@ def rl_stage(
         )
     if not _stage(
         f"RL: {get_estimator(estimator).display} (seed {seed}, {plan.rl_steps} steps)",
-        (out / "final" / "igsearch.json").exists(),
+        (out / "final" / POLICY_INFO).exists(),
     ):
         started = any(out.glob("checkpoint-*"))
         if not started:

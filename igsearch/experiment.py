@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from igsearch.algo.advantages import ESTIMATORS, get_estimator
+from igsearch.config import POLICY_INFO
 from igsearch.demo import (
     PLANS,
     DemoPlan,
@@ -182,14 +183,14 @@ def reused_warm_start(source: Path, plan: DemoPlan, world_seed: int) -> tuple[Pa
     from igsearch.data.world import read_world
 
     world, sft = source / "world", source / "sft"
-    for done in (world / "world.json", sft / "igsearch.json"):
+    for done in (world / "world.json", sft / POLICY_INFO):
         if not done.exists():
             raise IGSearchError(
                 f"--warm-start {source}: {done} is missing; finish `igsearch demo --out {source}`"
                 " first, or drop --warm-start to build the warm start here"
             )
     build_world_stage(source, plan, world_seed)  # checks the settings; the world exists
-    meta = json.loads((sft / "igsearch.json").read_text())
+    meta = json.loads((sft / POLICY_INFO).read_text())
 
     def policy_settings(sft_cfg: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in sft_cfg.items() if k not in SFT_BOOKKEEPING}
