@@ -135,21 +135,25 @@ class StageClock:
         )
         self.total, self.done, self.t0 = total, 0, time.time()
 
-    def _left(self, kinds: dict[str, int]) -> str:
+    def _left(self, kinds: dict[str, int], spent: float) -> str:
         est = 0.0
         for kind, n in kinds.items():
             past = [v for k, v in self.seconds.items() if k.startswith(kind)]
             if n and not past:
                 return "unknown until one stage of each kind has run"
             est += n * (sum(past) / len(past) if past else 0.0)
-        return f"~{est / 60:.1f} min"
+        return f"~{max(est - spent, 0.0) / 60:.1f} min"
 
-    def progress(self, left: dict[str, int], stages: int = 1, what: str = "") -> None:
-        """Print the progress line of the next `stages` stages (`what` names them)."""
+    def progress(
+        self, left: dict[str, int], stages: int = 1, what: str = "", spent: float = 0.0
+    ) -> None:
+        """Print the progress line of the next `stages` stages (`what` names them). `left` counts
+        the unfinished stages of each kind, these included; `spent` is the time (as recorded,
+        a share of the machine) that stages in progress have already run."""
         self.done += stages
         console.print(
             f"[bold]\\[{self.done}/{self.total}][/bold] {(time.time() - self.t0) / 60:.1f} min "
-            f"elapsed{what}; still to run after this: {self._left(left)}",
+            f"elapsed{what}; time left: {self._left(left, spent)}",
             highlight=False,
         )
 
@@ -160,11 +164,13 @@ class StageClock:
             self.path.write_text(json.dumps(self.seconds, indent=2) + "\n")
 
     def run(self, key: str, fn: Any, left: dict[str, int]) -> Any:
-        """Run one stage `fn()`, printing progress first and recording its time when it ran."""
+        """Run one stage `fn()`, printing progress first and recording its time when it ran;
+        the stage then leaves `left` (its kind is the key's first part)."""
         self.progress(left)
         t0 = time.time()
         out = fn()
         self.record(key, time.time() - t0)
+        left[key.split("/")[0]] -= 1
         return out
 
     @property
@@ -285,29 +291,32 @@ def run_side_by_side(
     shares = cpu_shares(machine_cpus(), jobs)
     queue = list(runs)
     running: dict[Future, tuple[str, int, int]] = {}  # job -> method, seed, CPU-share slot
+    started: dict[Future, float] = {}
     free = list(range(jobs))
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             while queue or running:
                 while queue and free:
                     (method, seed), slot = queue.pop(0), free.pop(0)
-                    left["rl"] -= 1
-                    left["eval"] -= 1
                     name = f"{method}-s{seed}"
                     clock.progress(
                         left,
                         stages=2,
                         what=f"; started RL + test evaluation of {name} on CPU "
                         f"{','.join(map(str, shares[slot]))} (log: {root / 'logs' / name}.log)",
+                        spent=sum(time.time() - t for t in started.values()) / jobs,
                     )
                     job = pool.submit(
                         _run_pinned, root, world, sft, plan, whole_test, method, seed, shares[slot]
                     )
-                    running[job] = (method, seed, slot)
+                    running[job], started[job] = (method, seed, slot), time.time()
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for job in done:
                     method, seed, slot = running.pop(job)
+                    del started[job]
                     free.append(slot)
+                    left["rl"] -= 1
+                    left["eval"] -= 1
                     seconds = job.result()
                     for key, sec in seconds.items():
                         clock.record(key, sec / jobs)
@@ -337,11 +346,11 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
     clock = StageClock(root, total=2 + 2 * len(runs) + 1)
     left = {"rl": len(runs), "eval": len(runs) + 1}
     if spec.warm_start is None:
+        left |= {"world": 1, "sft": 1}
         world = clock.run("world", lambda: build_world_stage(root, plan, spec.world_seed), left)
         sft = clock.run("sft", lambda: sft_stage(root, world, plan), left)
     else:
         world, sft = reused_warm_start(Path(spec.warm_start), plan, spec.world_seed)
-    left["eval"] -= 1
     clock.run("eval/sft", lambda: eval_stage(root, world, plan, "sft", sft, spec.whole_test), left)
     evals: dict[str, list[Path]] = {"sft": [root / "eval" / "sft"]}
     for method, seed in runs:
@@ -351,13 +360,11 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
     else:
         for method, seed in runs:
             name = f"{method}-s{seed}"
-            left["rl"] -= 1
             final = clock.run(
                 f"rl/{name}",
                 lambda m=method, s=seed: rl_stage(root, world, sft, plan, m, s),
                 left,
             )
-            left["eval"] -= 1
             clock.run(
                 f"eval/{name}",
                 lambda n=name, f=final: eval_stage(root, world, plan, n, f, spec.whole_test),

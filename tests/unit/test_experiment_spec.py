@@ -9,7 +9,7 @@ import pytest
 from igsearch.algo.advantages import ESTIMATORS
 from igsearch.demo import PLANS
 from igsearch.errors import IGSearchError
-from igsearch.experiment import EXPERIMENT_STEPS, cpu_shares, experiment_spec
+from igsearch.experiment import EXPERIMENT_STEPS, StageClock, cpu_shares, experiment_spec
 
 
 def test_the_full_experiment_runs_the_demos_full_plan_for_every_estimator():
@@ -57,3 +57,26 @@ def test_bad_options_fail_with_one_line_naming_the_fix(kwargs, message):
 )
 def test_runs_side_by_side_get_disjoint_cpu_shares_that_cover_the_machine(cpus, jobs, shares):
     assert cpu_shares(cpus, jobs) == shares
+
+
+def test_time_left_counts_unfinished_stages_less_what_runs_in_progress_have_spent(tmp_path, capsys):
+    clock = StageClock(tmp_path, total=6)
+
+    def line(**kwargs) -> str:
+        clock.progress(**kwargs)
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "time left: unknown" in line(left={"rl": 2, "eval": 2})
+    clock.record("rl/a-s0", 600.0)
+    clock.record("eval/a-s0", 60.0)
+    # two RL runs and their evaluations unfinished, 5 min of them already run: (1320 - 300) / 60
+    assert line(left={"rl": 2, "eval": 2}, spent=300.0).endswith("time left: ~17.0 min")
+    # the last run is nearly over: never a negative estimate
+    assert line(left={"rl": 1, "eval": 1}, spent=900.0).endswith("time left: ~0.0 min")
+
+
+def test_a_stage_leaves_the_count_once_it_has_run(tmp_path, capsys):
+    clock, left = StageClock(tmp_path, total=2), {"rl": 1, "eval": 1}
+    assert clock.run("rl/a-s0", lambda: "done", left) == "done"
+    assert left == {"rl": 0, "eval": 1} and "rl/a-s0" in clock.seconds
+    assert "time left: unknown" in capsys.readouterr().out
