@@ -97,7 +97,8 @@ def make_plots(root: Path, data: dict[str, Any]) -> dict[str, Path]:
         "paired differences": plot_intervals(
             root / "paired_differences.png",
             {
-                f"{k} ({part.replace('test_em', 'overall').replace('_', '-')})": (
+                f"{' − '.join(label(x) for x in k.split('-'))} "
+                f"({part.replace('test_em', 'overall').replace('_', '-')})": (
                     v[part]["mean"],
                     v[part]["lo"],
                     v[part]["hi"],
@@ -106,7 +107,7 @@ def make_plots(root: Path, data: dict[str, Any]) -> dict[str, Path]:
                 for part in ("test_em", "multi_hop")
                 if part in v
             },
-            "Paired differences in test EM (95% bootstrap interval)",
+            "Paired differences in test EM\n(95% bootstrap interval)",
             "EM difference",
         )
     }
