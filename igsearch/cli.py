@@ -480,7 +480,7 @@ def experiment(
         int, typer.Option(help="RL seeds per method (0, 1, …); paired across methods.")
     ] = 3,
     steps: Annotated[
-        int | None, typer.Option(help="RL steps per run (default: 60; the demo runs 40).")
+        int | None, typer.Option(help="RL steps per run (default: 120; the demo runs 40).")
     ] = None,
     methods: Annotated[
         str | None,
