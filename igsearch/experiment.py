@@ -291,8 +291,7 @@ def run_side_by_side(
 
     shares = cpu_shares(machine_cpus(), jobs)
     queue = list(runs)
-    running: dict[Future, tuple[str, int, int]] = {}  # job -> method, seed, CPU-share slot
-    started: dict[Future, float] = {}
+    running: dict[Future, tuple[str, int, int, float]] = {}  # job -> method, seed, slot, start
     free = list(range(jobs))
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
@@ -305,16 +304,15 @@ def run_side_by_side(
                         stages=2,
                         what=f"; started RL + test evaluation of {name} on CPU "
                         f"{','.join(map(str, shares[slot]))} (log: {root / 'logs' / name}.log)",
-                        spent=sum(time.time() - t for t in started.values()) / jobs,
+                        spent=sum(time.time() - t0 for *_, t0 in running.values()) / jobs,
                     )
                     job = pool.submit(
                         _run_pinned, root, world, sft, plan, whole_test, method, seed, shares[slot]
                     )
-                    running[job], started[job] = (method, seed, slot), time.time()
+                    running[job] = (method, seed, slot, time.time())
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for job in done:
-                    method, seed, slot = running.pop(job)
-                    del started[job]
+                    method, seed, slot, _ = running.pop(job)
                     free.append(slot)
                     left["rl"] -= 1
                     left["eval"] -= 1
