@@ -11,11 +11,16 @@ import torch
 from typer.testing import CliRunner
 
 from igsearch.cli import app
-from igsearch.config import SftConfig
+from igsearch.config import ConfigError, SftConfig, from_dict
 from igsearch.data.world import read_demos
 from igsearch.errors import IGSearchError
 from igsearch.train.models import init_model, load_policy, load_tokenizer
-from igsearch.train.sft import read_policy_meta, run_sft, trained_positions_loss
+from igsearch.train.sft import (
+    read_policy_meta,
+    resolve_precision,
+    run_sft,
+    trained_positions_loss,
+)
 from igsearch.train.sft_data import IGNORE, PadCollator, encode_block, encode_demo
 
 TINY = dict(max_steps=3, batch_size=4, max_demos=12, max_length=1024, save_steps=3, logging_steps=1)
@@ -135,3 +140,29 @@ def test_sft_command(world, tmp_path):
         app, ["sft", "--world", str(world), "--out", str(tmp_path / "x"), "batch_sise=2"]
     )
     assert bad.exit_code != 0 and "batch_size" in str(bad.exception or bad.output)
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_multiplies_it():
+    assert resolve_precision("fp32", cuda=False, cpu_flags={"avx512_bf16"}) == "fp32"
+    assert resolve_precision("bf16", cuda=False, cpu_flags=set()) == "bf16"
+    assert resolve_precision("auto", cuda=False, cpu_flags={"avx512f", "avx512_bf16"}) == "bf16"
+    assert resolve_precision("auto", cuda=False, cpu_flags={"amx_bf16"}) == "bf16"
+    assert resolve_precision("auto", cuda=False, cpu_flags={"avx2", "avx512f"}) == "fp32"
+    with pytest.raises(ConfigError, match="sft.precision"):
+        from_dict(SftConfig, {"precision": "fp16"}, "sft")
+
+
+def test_bf16_runs_the_loss_in_bf16_and_keeps_fp32_weights(world, tmp_path):
+    """bf16 must reach the decoder (the loss calls it directly, outside `forward`): the first
+    step's loss differs from fp32's, the saved weights stay fp32, and the choice is recorded."""
+    losses = {}
+    for run, p in (("a", "fp32"), ("b", "fp32"), ("c", "bf16")):
+        summary = run_sft(
+            world, tmp_path / run, SftConfig(**{**TINY, "max_steps": 1, "precision": p})
+        )
+        assert summary["precision"] == p
+        model, _ = load_policy(tmp_path / run, device="cpu")
+        assert {w.dtype for w in model.parameters()} == {torch.float32}
+        losses[run] = summary["train_loss"]
+    assert losses["a"] == losses["b"] != losses["c"]
+    assert losses["c"] == pytest.approx(losses["a"], rel=0.02)
