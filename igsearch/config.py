@@ -396,11 +396,12 @@ class SftConfig:
     """Log loss and learning rate every this many steps (train_log.jsonl, TensorBoard)."""
     num_threads: int = 2
     """torch CPU threads."""
-    precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
-    """Compute precision of forward and backward (the weights and optimizer stay fp32): bf16
-    autocast, fp32, or auto = bf16 where the hardware multiplies bf16 natively (a CUDA GPU with
-    bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. The resolved choice is recorded in the
-    policy's igsearch.json."""
+    precision: typing.Literal["fp32", "bf16", "auto"] = "fp32"
+    """Compute precision of forward and backward; the weights and AdamW stay fp32. bf16 runs the
+    loss under bf16 autocast; auto takes bf16 where the hardware multiplies it natively (a CUDA
+    GPU with bf16, a CPU with AVX512-BF16 or AMX) and fp32 elsewhere. The default stays fp32: on
+    the small world's CPU warm start bf16 saved too little to pay for a different warm start
+    (benchmarks/results/rl_recipe.md, section 12). The resolved choice is in igsearch.json."""
     max_minutes: float | None = None
     """Stop early (and save) after this many minutes of training; None never stops early."""
 

@@ -142,11 +142,13 @@ def _cpu_flags() -> set[str]:
 def resolve_precision(
     choice: str, cuda: bool | None = None, cpu_flags: set[str] | None = None
 ) -> str:
-    """ "bf16" or "fp32" for `sft.precision`: "auto" takes bf16 where the hardware multiplies it
-    natively (a CUDA GPU with bf16; a CPU with AVX512-BF16 or AMX, where bf16 autocast made SFT
-    steps of the nano policy about 1.2x faster: benchmarks/results/rl_recipe.md,
-    section 12) and fp32
-    elsewhere, where bf16 would be emulated and slower."""
+    """The precision `sft.precision` resolves to, "bf16" or "fp32".
+
+    "auto" takes bf16 where the hardware multiplies it natively: a CUDA GPU with bf16, or a CPU
+    with AVX512-BF16 or AMX, where bf16 autocast made the nano policy's SFT steps about 1.2x
+    faster (benchmarks/results/rl_recipe.md, section 12). Elsewhere it takes fp32, because bf16
+    would be emulated and slower.
+    """
     if choice != "auto":
         return choice
     if cuda if cuda is not None else torch.cuda.is_available():
