@@ -506,14 +506,24 @@ def experiment(
             "(2 on a 2-core machine: about 1.3x the throughput of one run on both cores)."
         ),
     ] = 1,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            help="Evaluate every policy on the dev split too, as a replication of the test result "
+            "and pooled with it (--no-dev skips it)."
+        ),
+    ] = True,
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
+    from dataclasses import replace
+
     from igsearch.experiment import experiment_spec, run_experiment
 
     spec = experiment_spec(
         quick=quick, seeds=seeds, steps=steps, methods=methods, warm_start=warm_start, jobs=jobs
     )
+    spec = replace(spec, replicate_on_dev=dev)
     run_experiment(
         out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),
         spec,

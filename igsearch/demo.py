@@ -213,10 +213,23 @@ def rl_stage(
     return out / "final"
 
 
+def eval_folder(split: str) -> str:
+    """The folder under a run's root that holds the evaluations on `split`: eval for the test
+    split, eval-SPLIT for another (the experiment's replication on dev)."""
+    return "eval" if split == "test" else f"eval-{split}"
+
+
 def eval_stage(
-    root: Path, world: Path, plan: DemoPlan, name: str, model: Path, whole_split: bool = False
+    root: Path,
+    world: Path,
+    plan: DemoPlan,
+    name: str,
+    model: Path,
+    whole_split: bool = False,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Greedy evaluation on the test split: `plan.eval_per_type` questions per type, or all of them."""
+    """Greedy evaluation on the world's `split` (test by default): `plan.eval_per_type` questions
+    per type, or all of them; written to ROOT/eval_folder(split)/NAME."""
     from igsearch.eval.benchmarks import resolve_sets
     from igsearch.eval.evaluate import evaluate_sets, policy_rollout_config
     from igsearch.eval.report import write_results
@@ -224,9 +237,11 @@ def eval_stage(
     from igsearch.rollout.engine import hf_generator
     from igsearch.train.models import load_policy
 
-    out = root / "eval" / name
-    if not _stage(f"evaluate {name} on the test split", (out / "results.json").exists()):
-        sets = resolve_sets(world=world, limit=None if whole_split else plan.eval_per_type)
+    out = root / eval_folder(split) / name
+    if not _stage(f"evaluate {name} on the {split} split", (out / "results.json").exists()):
+        sets = resolve_sets(
+            world=world, limit=None if whole_split else plan.eval_per_type, world_split=split
+        )
         cfg = policy_rollout_config(
             model, **{k: v for k, v in plan.rollout.items() if k != "prompt_style"}
         )

@@ -27,6 +27,7 @@ from igsearch.demo import (
     DemoPlan,
     build_world_stage,
     console,
+    eval_folder,
     eval_stage,
     rl_stage,
     sft_stage,
@@ -56,6 +57,11 @@ class ExperimentSpec:
     """Registered estimators to train (igsearch.algo.advantages.ESTIMATORS)."""
     whole_test: bool = True
     """Evaluate on the whole test split (False: the plan's questions per type)."""
+    replicate_on_dev: bool = True
+    """Evaluate every policy on the dev split too (as many questions as on test), reported as a
+    replication of the test result and pooled with it. Dev questions are about entities of their
+    own that no training split mentions; no run trains on them or keeps a checkpoint by them (the
+    in-run dev probe only watches the first few)."""
     n_boot: int = 10_000
     """Bootstrap replicates of the intervals."""
     world_seed: int = 0
@@ -83,6 +89,11 @@ class ExperimentSpec:
             raise IGSearchError(f"--jobs {self.jobs}: run at least one RL run at a time")
         if self.n_boot < 100:
             raise IGSearchError(f"n_boot={self.n_boot}: use at least 100 bootstrap replicates")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The world splits every policy is evaluated on."""
+        return ("test", "dev") if self.replicate_on_dev else ("test",)
 
 
 def experiment_spec(
@@ -135,6 +146,7 @@ class StageClock:
             json.loads(self.path.read_text()) if self.path.exists() else {}
         )
         self.total, self.done, self.t0 = total, 0, time.time()
+        self.used: set[str] = set()  # the stages of this run, whether they ran now or before
 
     def _left(self, kinds: dict[str, int], spent: float) -> str:
         est = 0.0
@@ -160,6 +172,7 @@ class StageClock:
 
     def record(self, key: str, seconds: float) -> None:
         """Keep a stage's time (the first time it ran: a reused stage costs nothing)."""
+        self.used.add(key)
         if key not in self.seconds:
             self.seconds[key] = seconds
             self.path.write_text(json.dumps(self.seconds, indent=2) + "\n")
@@ -171,16 +184,20 @@ class StageClock:
         t0 = time.time()
         out = fn()
         self.record(key, time.time() - t0)
-        left[key.split("/")[0]] -= 1
+        left[key.split("/")[0].split("-")[0]] -= 1  # eval-dev/NAME is an evaluation too
         return out
 
     @property
     def minutes(self) -> float:
-        return sum(self.seconds.values()) / 60
+        """Minutes of this run's stages as they first ran, not counting stages of other runs kept
+        in the same folder (e.g. seeds a `--seeds 5` run added beside a 3-seed one)."""
+        return sum(self.seconds[k] for k in self.used) / 60
 
 
-SFT_BOOKKEEPING = ("num_threads", "save_steps", "save_total_limit", "logging_steps")
-"""SftConfig fields that do not change the trained policy (a reused warm start may differ in them)."""
+SFT_BOOKKEEPING = ("num_threads", "save_steps", "save_total_limit", "logging_steps", "precision")
+"""SftConfig fields that do not change the trained policy (a reused warm start may differ in them);
+`precision` is compared as resolved (igsearch.json's "precision", fp32 for policies that predate
+it), so "auto" matches the precision it chose."""
 
 
 def reused_warm_start(source: Path, plan: DemoPlan, world_seed: int) -> tuple[Path, Path]:
@@ -188,6 +205,7 @@ def reused_warm_start(source: Path, plan: DemoPlan, world_seed: int) -> tuple[Pa
     seed would build: the world's settings, and the warm start's SFT settings and world hash."""
     from igsearch.config import SftConfig, load_config, to_dict
     from igsearch.data.world import read_world
+    from igsearch.train.sft import resolve_precision
 
     world, sft = source / "world", source / "sft"
     for done in (world / "world.json", sft / POLICY_INFO):
@@ -202,9 +220,11 @@ def reused_warm_start(source: Path, plan: DemoPlan, world_seed: int) -> tuple[Pa
     def policy_settings(sft_cfg: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in sft_cfg.items() if k not in SFT_BOOKKEEPING}
 
-    wanted = policy_settings(to_dict(load_config(SftConfig, None, list(plan.sft_overrides))))
+    cfg = load_config(SftConfig, None, list(plan.sft_overrides))
+    wanted = policy_settings(to_dict(cfg))
     same_world = meta.get("world_hash") == read_world(world)["content_hash"]
-    if policy_settings(meta.get("sft") or {}) != wanted or not same_world:
+    same_precision = meta.get("precision", "fp32") == resolve_precision(cfg.precision)
+    if policy_settings(meta.get("sft") or {}) != wanted or not same_world or not same_precision:
         raise IGSearchError(
             f"--warm-start {source}: {sft} was trained with other SFT settings or on another world"
             " than this experiment's plan; rerun that demo with this igsearch, or drop --warm-start"
@@ -252,9 +272,10 @@ def _run_pinned(
     method: str,
     seed: int,
     cpus: list[int],
+    splits: tuple[str, ...] = ("test",),
 ) -> dict[str, float]:
-    """One RL run and its test evaluation in a worker process, on `cpus` (one torch thread each),
-    its output appended to logs/METHOD-sSEED.log; returns the seconds of each stage."""
+    """One RL run and its evaluation on each of `splits` in a worker process, on `cpus` (one torch
+    thread each), its output appended to logs/METHOD-sSEED.log; returns the seconds of each stage."""
     import torch
 
     name = f"{method}-s{seed}"
@@ -268,9 +289,12 @@ def _run_pinned(
     torch.set_num_threads(len(cpus))
     t0 = time.time()
     final = rl_stage(root, world, sft, plan, method, seed, threads=len(cpus))
-    t1 = time.time()
-    eval_stage(root, world, plan, name, final, whole_test)
-    return {f"rl/{name}": t1 - t0, f"eval/{name}": time.time() - t1}
+    seconds = {f"rl/{name}": time.time() - t0}
+    for split in splits:
+        t0 = time.time()
+        eval_stage(root, world, plan, name, final, whole_test, split)
+        seconds[f"{eval_folder(split)}/{name}"] = time.time() - t0
+    return seconds
 
 
 def run_side_by_side(
@@ -283,10 +307,12 @@ def run_side_by_side(
     whole_test: bool,
     clock: StageClock,
     left: dict[str, int],
+    splits: tuple[str, ...] = ("test",),
 ) -> None:
-    """Every RL run (method, seed) and its test evaluation (eval/METHOD-sSEED), `jobs` at a time,
-    each in a process of its own on its share of the CPUs. A stage's time is recorded as its share
-    of the machine (seconds / jobs), so the stage times still add up to about the wall time."""
+    """Every RL run (method, seed) and its evaluation on each of `splits` (eval/METHOD-sSEED for
+    test, eval-dev/METHOD-sSEED for dev), `jobs` at a time, each in a process of its own on its
+    share of the CPUs. A stage's time is recorded as its share of the machine (seconds / jobs), so
+    the stage times still add up to about the wall time."""
     import multiprocessing
 
     shares = cpu_shares(machine_cpus(), jobs)
@@ -301,13 +327,14 @@ def run_side_by_side(
                     name = f"{method}-s{seed}"
                     clock.progress(
                         left,
-                        stages=2,
-                        what=f"; started RL + test evaluation of {name} on CPU "
+                        stages=1 + len(splits),
+                        what=f"; started RL + {' + '.join(splits)} evaluation of {name} on CPU "
                         f"{','.join(map(str, shares[slot]))} (log: {root / 'logs' / name}.log)",
                         spent=sum(time.time() - t0 for *_, t0 in running.values()) / jobs,
                     )
                     job = pool.submit(
-                        _run_pinned, root, world, sft, plan, whole_test, method, seed, shares[slot]
+                        _run_pinned,
+                        *(root, world, sft, plan, whole_test, method, seed, shares[slot], splits),
                     )
                     running[job] = (method, seed, slot, time.time())
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -315,7 +342,7 @@ def run_side_by_side(
                     method, seed, slot, _ = running.pop(job)
                     free.append(slot)
                     left["rl"] -= 1
-                    left["eval"] -= 1
+                    left["eval"] -= len(splits)
                     seconds = job.result()
                     for key, sec in seconds.items():
                         clock.record(key, sec / jobs)
@@ -342,20 +369,31 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
     _check_same_warm_start(root, spec)
     (root / "spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
     plan, runs = spec.plan, [(m, s) for s in spec.seeds for m in spec.methods]
-    clock = StageClock(root, total=2 + 2 * len(runs) + 1)
-    left = {"rl": len(runs), "eval": len(runs) + 1}
+    splits = spec.splits
+    clock = StageClock(root, total=2 + len(runs) + len(splits) * (len(runs) + 1))
+    left = {"rl": len(runs), "eval": len(splits) * (len(runs) + 1)}
     if spec.warm_start is None:
         left |= {"world": 1, "sft": 1}
         world = clock.run("world", lambda: build_world_stage(root, plan, spec.world_seed), left)
         sft = clock.run("sft", lambda: sft_stage(root, world, plan), left)
     else:
         world, sft = reused_warm_start(Path(spec.warm_start), plan, spec.world_seed)
-    clock.run("eval/sft", lambda: eval_stage(root, world, plan, "sft", sft, spec.whole_test), left)
-    evals: dict[str, list[Path]] = {"sft": [root / "eval" / "sft"]}
+    for split in splits:
+        clock.run(
+            f"{eval_folder(split)}/sft",
+            lambda s=split: eval_stage(root, world, plan, "sft", sft, spec.whole_test, s),
+            left,
+        )
+    evals = {split: {"sft": [root / eval_folder(split) / "sft"]} for split in splits}
     for method, seed in runs:
-        evals.setdefault(method, []).append(root / "eval" / f"{method}-s{seed}")
+        for split in splits:
+            evals[split].setdefault(method, []).append(
+                root / eval_folder(split) / f"{method}-s{seed}"
+            )
     if spec.jobs > 1:
-        run_side_by_side(root, world, sft, plan, runs, spec.jobs, spec.whole_test, clock, left)
+        run_side_by_side(
+            *(root, world, sft, plan, runs, spec.jobs, spec.whole_test, clock, left, splits)
+        )
     else:
         for method, seed in runs:
             name = f"{method}-s{seed}"
@@ -364,11 +402,14 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
                 lambda m=method, s=seed: rl_stage(root, world, sft, plan, m, s),
                 left,
             )
-            clock.run(
-                f"eval/{name}",
-                lambda n=name, f=final: eval_stage(root, world, plan, n, f, spec.whole_test),
-                left,
-            )
+            for split in splits:
+                clock.run(
+                    f"{eval_folder(split)}/{name}",
+                    lambda n=name, f=final, s=split: eval_stage(
+                        root, world, plan, n, f, spec.whole_test, s
+                    ),
+                    left,
+                )
     report, table = write_experiment(root, spec, evals, clock.minutes)
     console.print(table, highlight=False, soft_wrap=True)
     console.print(f"[bold green]report:[/bold green] {report}  ({clock.minutes:.1f} min of stages)")

@@ -126,11 +126,13 @@ def resolve_sets(
     data: Sequence[str] = (),
     world: str | Path | None = None,
     limit: int | None = None,
+    world_split: str = "test",
 ) -> dict[str, list[QAExample]]:
     """The evaluation sets a command asked for, every file checked before anything is loaded.
 
     Sources: `benchmarks` ("all" or names) under `data_dir` (FlashRAG layout); `data` name=path
-    pairs; `world` (the synthetic world's test split, one set per question type).
+    pairs; `world` (the synthetic world's `world_split` split, test by default, one set per
+    question type).
     """
     files: dict[str, tuple[Path, str | None]] = {}
     if benchmarks:
@@ -140,10 +142,10 @@ def resolve_sets(
         files.update({n: (p, None) for n, p in resolve_files(chosen, data_dir).items()})
     files.update({n: (p, None) for n, p in parse_data_args(data).items()})
     if world is not None:
-        test = Path(world) / "test.jsonl"
+        test = Path(world) / f"{world_split}.jsonl"
         if not test.exists():
             raise IGSearchError(
-                f"missing world test split: {test} (build it with `igsearch world`)"
+                f"missing world {world_split} split: {test} (build it with `igsearch world`)"
             )
         files.update({b.name: (test, b.qtype) for b in WORLD_BENCHMARKS.values()})
     if not files:

@@ -158,22 +158,49 @@ def support_share(runs: list[Path]) -> float | None:
     return sup / tot if tot else None
 
 
-def experiment_json(
-    root: Path, spec: Any, evals: dict[str, list[Path]], minutes: float
+def _split_stats(types: list[str], em: dict[str, np.ndarray], n_boot: int) -> dict[str, Any]:
+    methods, paired = em_stats(types, em, n_boot)
+    questions = {t: types.count(t) for t in dict.fromkeys(types)}
+    return {"methods": methods, "paired": paired, "questions": questions}
+
+
+def replication(
+    test: tuple[list[str], dict[str, np.ndarray]],
+    dev: tuple[list[str], dict[str, np.ndarray]],
+    n_boot: int,
 ) -> dict[str, Any]:
-    """Everything experiment.md shows, as data."""
+    """The same statistics on the dev split alone ("dev") and on test and dev pooled ("pooled":
+    one bootstrap over seeds and the questions of both splits, types kept apart), each as
+    {"methods", "paired", "questions"}. Dev questions are keyed apart from test ones."""
+    types = test[0] + dev[0]
+    pooled = {m: np.concatenate([test[1][m], dev[1][m]], axis=1) for m in test[1]}
+    return {
+        "split": "dev",
+        "dev": _split_stats(dev[0], dev[1], n_boot),
+        "pooled": _split_stats(types, pooled, n_boot),
+    }
+
+
+def experiment_json(
+    root: Path, spec: Any, evals: dict[str, dict[str, list[Path]]], minutes: float
+) -> dict[str, Any]:
+    """Everything experiment.md shows, as data. `evals` holds, per split evaluated ("test", and
+    "dev" when the experiment replicates on it), each method's evaluation folders by seed."""
     from dataclasses import asdict
 
-    types, em = em_matrices(evals, len(spec.seeds))
-    methods, paired = em_stats(types, em, spec.n_boot)
+    test = em_matrices(evals["test"], len(spec.seeds))
+    main = _split_stats(*test, spec.n_boot)
     runs = {m: [root / f"{m}-s{s}" for s in spec.seeds] for m in spec.methods}
     return {
         "seeds": list(spec.seeds),
         "steps": spec.plan.rl_steps,
         "minutes": minutes,
-        "methods": methods,
-        "paired": paired,
-        "questions": {t: types.count(t) for t in dict.fromkeys(types)},
+        **main,
+        "replication": (
+            replication(test, em_matrices(evals["dev"], len(spec.seeds)), spec.n_boot)
+            if "dev" in evals
+            else None
+        ),
         "bootstrap": {"replicates": spec.n_boot, "level": 0.95, "seed": 0},
         "training": {m: training_summary(r) for m, r in runs.items()},
         "search_support_share": {m: support_share(r) for m, r in runs.items()},

@@ -45,7 +45,29 @@ def test_experiment_json_has_every_method_and_pair_with_intervals(run):
         [g - s for g, s in zip(grpo["per_seed"], sft["per_seed"], strict=True)]
     )
     assert data["questions"] == {t: 3 for t in TYPES}
-    assert "[4/15]" in output  # progress: stage 4 of world, sft, 7 evaluations, 6 RL runs
+    assert "[4/22]" in output  # progress: stage 4 of world, sft, 6 RL runs, 7 x 2 evaluations
+
+
+def test_every_policy_is_evaluated_again_on_dev_and_pooled_with_test(run):
+    out, _, _ = run
+    data = json.loads((out / "experiment.json").read_text())
+    rep = data["replication"]
+    assert rep["dev"]["questions"] == {t: 3 for t in TYPES}
+    assert rep["pooled"]["questions"] == {t: 6 for t in TYPES}
+    for part in (rep["dev"], rep["pooled"]):
+        assert set(part["methods"]) == set(METHODS) and set(PAIRS) <= set(part["paired"])
+        for entry in (*part["methods"].values(), *part["paired"].values()):
+            check_entry(entry, seeds=2)
+    dev_ids = {json.loads(line)["id"] for line in (out / "world" / "dev.jsonl").open()}
+    for name in ("sft", "grpo-s0"):
+        rows = (out / "eval-dev" / name / "predictions.jsonl").read_text().splitlines()
+        assert {json.loads(r)["id"] for r in rows} <= dev_ids
+    # types have as many questions on test as on dev, so pooled = the mean of the two, seed by seed
+    test, dev = data["paired"]["grpo-sft"], rep["dev"]["paired"]["grpo-sft"]
+    pooled = rep["pooled"]["paired"]["grpo-sft"]["test_em"]["per_seed"]
+    halves = zip(test["test_em"]["per_seed"], dev["test_em"]["per_seed"], strict=True)
+    assert pooled == pytest.approx([(a + b) / 2 for a, b in halves])
+    assert "## Replication on the dev split" in (out / "experiment.md").read_text()
 
 
 def test_experiment_md_says_how_intervals_are_computed_and_has_plots(run):
@@ -62,7 +84,7 @@ def test_a_rerun_reuses_every_finished_stage(run):
     before = (out / "experiment.json").read_text()
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
-    assert second.output.count("already done, reused") == 15
+    assert second.output.count("already done, reused") == 22
     assert (
         json.loads((out / "experiment.json").read_text())["methods"]
         == json.loads(before)["methods"]
@@ -82,6 +104,15 @@ def test_warm_start_reuses_a_finished_runs_world_and_policy_after_checking_them(
         reused_warm_start(out, replace(plan, sft_overrides=("max_steps=9",)), 0)
     with pytest.raises(IGSearchError, match="world.json is missing"):
         reused_warm_start(tmp_path, plan, 0)
+    info = out / "sft" / "igsearch.json"
+    meta = json.loads(info.read_text())
+    assert meta["precision"] == "fp32"
+    try:  # a bf16 warm start is another policy than the fp32 one this plan trains
+        info.write_text(json.dumps({**meta, "precision": "bf16"}))
+        with pytest.raises(IGSearchError, match="other SFT settings"):
+            reused_warm_start(out, plan, 0)
+    finally:
+        info.write_text(json.dumps(meta))
 
 
 def test_a_rerun_with_another_warm_start_is_refused_before_any_work(run):
@@ -98,7 +129,7 @@ def test_two_jobs_train_new_seeds_side_by_side_and_reuse_finished_runs(run):
     args = ["experiment", "--quick", "--seeds", "3", "--jobs", "2", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "started RL + test evaluation of grpo-s2 on CPU" in result.output
+    assert "started RL + test + dev evaluation of grpo-s2 on CPU" in result.output
     for method in ("grpo", "ig_grpo", "ig_grpo_empty"):  # seed 2 trained here, in a worker
         assert (out / f"{method}-s2" / "final" / "igsearch.json").exists()
         assert "reused" in (out / "logs" / f"{method}-s0.log").read_text()  # trained before

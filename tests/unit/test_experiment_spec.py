@@ -80,3 +80,30 @@ def test_a_stage_leaves_the_count_once_it_has_run(tmp_path, capsys):
     assert clock.run("rl/a-s0", lambda: "done", left) == "done"
     assert left == {"rl": 0, "eval": 1} and "rl/a-s0" in clock.seconds
     assert "time left: unknown" in capsys.readouterr().out
+
+
+def test_minutes_count_this_runs_stages_only(tmp_path):
+    before = StageClock(tmp_path, total=4)
+    for key, seconds in (("rl/a-s0", 600.0), ("eval/a-s0", 60.0), ("rl/a-s3", 900.0)):
+        before.record(key, seconds)
+    clock, left = StageClock(tmp_path, total=3), {"rl": 1, "eval": 2}
+    clock.record("rl/a-s0", 1.0)  # reused: keeps the time it first took
+    clock.run("eval-dev/a-s0", lambda: None, left)  # an evaluation on dev leaves the eval count
+    assert left == {"rl": 1, "eval": 1}
+    assert clock.minutes == pytest.approx((600.0 + clock.seconds["eval-dev/a-s0"]) / 60)
+
+
+@pytest.mark.parametrize(("flag", "splits"), [([], ("test", "dev")), (["--no-dev"], ("test",))])
+def test_the_dev_replication_is_on_unless_no_dev(monkeypatch, flag, splits):
+    from typer.testing import CliRunner
+
+    import igsearch.experiment as experiment
+    from igsearch.cli import app
+
+    seen = {}
+    monkeypatch.setattr(
+        experiment, "run_experiment", lambda root, spec, fresh: seen.update(spec=spec)
+    )
+    result = CliRunner().invoke(app, ["experiment", "--quick", *flag])
+    assert result.exit_code == 0, result.output
+    assert seen["spec"].splits == splits
