@@ -40,9 +40,10 @@ QUICK_SFT = ("max_steps=8", "batch_size=8", "save_steps=8")
 """The quick flavour's warm start: a few steps, enough to exercise the stage."""
 EXPERIMENT_STEPS = 120
 """RL steps per run of the full experiment: the demo's plan runs 40 to fit its time budget. From
-the small world's warm start every run of both methods ends above it on held-out questions at 60
-steps and further above at 120, and 3 methods x 3 seeds of 120 steps take about 80 min on 2 cores
-(benchmarks/results/rl_recipe.md, section 10)."""
+the small world's warm start every run of both methods ends above it on the test split at 60
+steps and further above at 120 (on other held-out questions by about a point at most), and 3
+methods x 3 seeds of 120 steps take about 80 min on 2 cores (benchmarks/results/rl_recipe.md,
+sections 10 and 12)."""
 
 
 @dataclass(frozen=True)
