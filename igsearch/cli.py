@@ -516,14 +516,17 @@ def experiment(
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
-    from dataclasses import replace
-
     from igsearch.experiment import experiment_spec, run_experiment
 
     spec = experiment_spec(
-        quick=quick, seeds=seeds, steps=steps, methods=methods, warm_start=warm_start, jobs=jobs
+        quick=quick,
+        seeds=seeds,
+        steps=steps,
+        methods=methods,
+        warm_start=warm_start,
+        jobs=jobs,
+        dev=dev,
     )
-    spec = replace(spec, replicate_on_dev=dev)
     run_experiment(
         out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),
         spec,

@@ -104,11 +104,13 @@ def experiment_spec(
     methods: str | None = None,
     warm_start: str | Path | None = None,
     jobs: int = 1,
+    dev: bool = True,
 ) -> ExperimentSpec:
     """The spec of `igsearch experiment`: the demo's full plan with EXPERIMENT_STEPS RL steps (or,
     with quick, its quick plan with 2 steps, tighter rollouts and few evaluation questions), `seeds`
     seeds from 0, `steps` RL steps when given, `methods` (comma list, default every registered
-    estimator), the demo run folder whose warm start to reuse, and `jobs` RL runs at a time."""
+    estimator), the demo run folder whose warm start to reuse, `jobs` RL runs at a time, and
+    whether every policy is evaluated on the dev split too (`dev`)."""
     if seeds < 1:
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
     if steps is not None and steps < 1:
@@ -134,6 +136,7 @@ def experiment_spec(
         n_boot=2000 if quick else 10_000,
         warm_start=str(warm_start) if warm_start is not None else None,
         jobs=jobs,
+        replicate_on_dev=dev,
     )
 
 
@@ -335,7 +338,15 @@ def run_side_by_side(
                     )
                     job = pool.submit(
                         _run_pinned,
-                        *(root, world, sft, plan, whole_test, method, seed, shares[slot], splits),
+                        root,
+                        world,
+                        sft,
+                        plan,
+                        whole_test,
+                        method,
+                        seed,
+                        shares[slot],
+                        splits,
                     )
                     running[job] = (method, seed, slot, time.time())
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -393,7 +404,7 @@ def run_experiment(root: str | Path, spec: ExperimentSpec, fresh: bool = False) 
             )
     if spec.jobs > 1:
         run_side_by_side(
-            *(root, world, sft, plan, runs, spec.jobs, spec.whole_test, clock, left, splits)
+            root, world, sft, plan, runs, spec.jobs, spec.whole_test, clock, left, splits
         )
     else:
         for method, seed in runs:

@@ -278,7 +278,7 @@ def _summary(
         "preset": cfg.preset,
         "parameters": n_params,
         "sft": to_dict(cfg),
-        "precision": resolve_precision(cfg.precision),
+        "precision": "bf16" if trainer.bf16 else "fp32",
         "steps": steps,
         "train_seconds": round(seconds, 1),
         "demos": len(data.rows),
