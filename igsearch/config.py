@@ -307,6 +307,14 @@ class WorldConfig:
     """Share of demonstrations with one redundant repeated search."""
     wrong_answer_share: float = 0.1
     """Share of demonstrations ending with a plausible wrong answer."""
+    give_up_share: float = 0.6
+    """Share of the demonstrations whose first hop is about an entity of `give_up_kinds` that
+    search generically first (the kind and the relation, no name: "person born") and then answer
+    with a guess: above 0.5 the warm start follows that habit greedily on those questions, a
+    search behaviour RL can unlearn on entities it never trains on (0 reproduces worlds built
+    before this option)."""
+    give_up_kinds: list[str] = dataclasses.field(default_factory=lambda: ["person"])
+    """Entity kinds (person, org, work, city, country) whose questions get the give-up habit."""
     topk: int = 3
     """BM25 passages inserted per demonstration search (use the rollout's topk)."""
     max_searches: int = 4
@@ -339,9 +347,14 @@ class WorldConfig:
             raise ConfigError(
                 f"world.demo_weights={self.demo_weights}: non-negative weights over {sorted(valid)}, not all 0"
             )
-        for name in ("vague_share", "redundant_share", "wrong_answer_share"):
+        for name in ("vague_share", "redundant_share", "wrong_answer_share", "give_up_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"world.{name}={getattr(self, name)}: must be in [0, 1]")
+        kinds = {"person", "org", "work", "city", "country"}
+        if not set(self.give_up_kinds) <= kinds:
+            raise ConfigError(
+                f"world.give_up_kinds={self.give_up_kinds}: choose among {sorted(kinds)}"
+            )
         if self.topk < 1 or self.max_searches < 3:
             raise ConfigError(
                 f"world.topk={self.topk}, max_searches={self.max_searches}: need topk >= 1 and max_searches >= 3 (3-hop questions)"

@@ -193,7 +193,39 @@ def test_demonstrations_follow_the_protocol(world):
         assert segs[-1]["text"].endswith(f"<answer> {d['answer']} </answer>")
         assert 1 <= d["searches"] == len(segs) // 2 <= 4
     noise = read_world(world)["counts"]["demos"]["noise"]
-    assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer"))
+    assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer", "give_up"))
+    # giving up costs most of the answers it touches: about a third of demonstrations are wrong
+    assert 0.45 < sum(d["correct"] for d in demos) / len(demos) < 0.8
+
+
+def test_the_give_up_habit_searches_generically_on_its_kinds_then_guesses(world):
+    # docs/design.md, "The synthetic world": on questions whose first hop is about a person, most
+    # demonstrations search "person <relation>" (no name) and, when that misses, answer a guess;
+    # on other questions, never. Above half, the warm start follows the habit greedily.
+    kb = build_kb(SEED, SIZES["tiny"].counts)
+    chains = build_questions(kb, build_passages(kb, SEED), "train", 10**9, SEED)
+    person = {q.id for q in chains if kb[q.hops[0].entity].kind == "person"}
+    demos = read_demos(world)
+    first = {d["id"]: d["segments"][0]["text"].split("<search>")[1] for d in demos}
+    gave_up = [d for d in demos if d["noise"] == ["give_up"]]
+    assert gave_up
+    for d in gave_up:
+        assert d["searches"] == 1 and first[d["id"]].startswith(" person ")
+        assert d["segments"][-1]["text"].startswith("<think> not found, answer anyway </think>")
+    assert sum(d["correct"] for d in gave_up) < 0.1 * len(gave_up)  # a guess, rarely right
+    generic = {d["id"] for d in demos if first[d["id"]].startswith(" person ")}
+    lucky = {d["id"] for d in demos if "generic" in d["noise"]}  # the generic query found it
+    assert generic == {d["id"] for d in gave_up} | lucky and len(lucky) < 0.05 * len(generic)
+    on_person = [d for d in demos if d["question_id"] in person]
+    assert {d["question_id"] for d in gave_up} <= person
+    assert 0.45 < len(gave_up) / len(on_person) < 0.75  # give_up_share 0.6
+
+
+def test_without_the_give_up_habit_no_demonstration_gives_up(tmp_path):
+    cfg = WorldConfig(seed=SEED, size="tiny", give_up_share=0.0)
+    build_world(cfg, tmp_path / "w")
+    demos = read_demos(tmp_path / "w")
+    assert not any("give_up" in d["noise"] for d in demos)
     assert 0.75 < sum(d["correct"] for d in demos) / len(demos) < 0.97
 
 

@@ -10,6 +10,12 @@ tokenised alone and only generated ones are trained (igsearch.train.sft_data).
 Controlled imperfection, so RL has room to improve and IG something to tell apart:
 - a vague first query (a surname alone, a generic description) whose documents usually miss the
   fact, followed by "not found" and the precise query;
+- a generic first query (the entity's kind and the relation, no name: "person born"), which
+  almost never retrieves the fact, followed by a guessed answer (giving up), on most questions
+  whose first hop is about an entity of some kinds (people by default): a habit the warm start
+  follows greedily, that costs answers on any such entity, so RL can unlearn it on questions it
+  never trains on, and IG can tell the two first queries apart (docs/design.md, "The synthetic
+  world");
 - a redundant search repeating a hop that was already answered;
 - a wrong final answer, taken from an entity or year that the read documents mention.
 Think texts are short and templated: the plan names the subject ("find the birthplace of X") and
@@ -61,6 +67,8 @@ class Noise:
     vague: float = 0.15
     redundant: float = 0.1
     wrong_answer: float = 0.1
+    give_up: float = 0.0
+    give_up_kinds: tuple[str, ...] = ("person",)
 
 
 def sample_demo_questions(
@@ -127,15 +135,31 @@ class DemoWriter:
         vague, redundant = r.random() < n.vague, r.random() < n.redundant
         wrong = r.random() < n.wrong_answer
         hop = r.randrange(len(q.hops))
+        give_up = (  # no draw when off: worlds built before the habit stay unchanged
+            n.give_up > 0
+            and self.kb[q.hops[0].entity].kind in n.give_up_kinds
+            and r.random() < n.give_up
+        )
+        vague = vague and not give_up
         if len(q.hops) + vague + redundant > self.max_searches:  # the rollout's turn budget
             redundant = False
         if len(q.hops) + vague > self.max_searches:
             vague = False
-        return {"vague": vague, "redundant": hop if redundant else None, "wrong": wrong}
+        return {"vague": vague, "redundant": hop if redundant else None, "wrong": wrong,
+                "give_up": give_up}  # fmt: skip
 
     def _queries(self, q: Question, plan: dict) -> list[str]:
         out = [h.query for h in q.hops] + [h.alt_query for h in q.hops]
-        return out + ([q.hops[0].vague] if plan["vague"] else [])
+        return (
+            out
+            + ([q.hops[0].vague] if plan["vague"] else [])
+            + ([self._generic(q.hops[0])] if plan["give_up"] else [])
+        )
+
+    def _generic(self, hop: Hop) -> str:
+        """The hop's query with the entity's kind in place of its name."""
+        e = self.kb[hop.entity]
+        return f"{e.kind} {hop.query.removeprefix(e.name).strip()}"
 
     def _found(self, hits: list[Hit], support: Sequence[str]) -> bool:
         return any(h.id in support for h in hits)
@@ -158,7 +182,13 @@ class DemoWriter:
         noise: list[str] = []
         think, read = q.plan, []
         for i, hop in enumerate(q.hops):
-            if i == 0 and plan["vague"]:
+            if i == 0 and plan["give_up"]:
+                generic = self._generic(hop)
+                hits = self._search(segments, think, generic)
+                if not self._found(hits, hop.support):
+                    return self._give_up(q, segments, hits)
+                noise.append("generic")
+            elif i == 0 and plan["vague"]:
                 noise.append("vague")
                 if not self._found(self._search(segments, think, hop.vague), hop.support):
                     think = "not found, search again"
@@ -191,6 +221,17 @@ class DemoWriter:
                     else re.sub(rf"\b{value}\b", wrong, q.final_note)
                 )
                 answer = wrong
+        return self._finish(q, segments, final, answer, noise)
+
+    def _give_up(self, q: Question, segments: list[dict], hits: list[Hit]) -> dict | None:
+        """End after a vague first query that missed: a guess from what its documents mention."""
+        guess = self._plausible(q, hits)
+        if guess is None:
+            return None
+        return self._finish(q, segments, "not found, answer anyway", guess, ["give_up"])
+
+    def _finish(self, q: Question, segments: list[dict], final: str, answer: str,
+                noise: list[str]) -> dict | None:  # fmt: skip
         segments.append(self._turn(final, self.tags.answer, answer))
         prompt = build_prompt(q.question, self.tags, style="bare")
         searches = sum(1 for s in segments if not s["generated"])
@@ -213,9 +254,14 @@ class DemoWriter:
     def _wrong_answer(self, q: Question, hits: list[Hit]) -> str | None:
         """A plausible wrong answer: another entity of the answer's kind (or a year) that the
         documents mention; training-split entities only, so no held-out name is ever a target."""
-        gold = q.answers[0]
         if q.type == "comparison":  # the classic slip: the other entity's value
             return q.hops[1 - q.answer_hop].value
+        return self._plausible(q, hits)
+
+    def _plausible(self, q: Question, hits: list[Hit]) -> str | None:
+        """Another value of the answer's kind: a year or a training-split name the documents
+        mention, else any training-split entity of that kind."""
+        gold = q.answers[0]
         if q.answer_kind == "year":
             years = [y for h in hits for y in _YEAR.findall(h.text) if y != gold]
             return self.rng.choice(years) if years else str(int(gold) + self.rng.choice((-2, 2)))
