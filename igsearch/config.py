@@ -307,14 +307,18 @@ class WorldConfig:
     """Share of demonstrations with one redundant repeated search."""
     wrong_answer_share: float = 0.1
     """Share of demonstrations ending with a plausible wrong answer."""
-    give_up_share: float = 0.6
-    """Share of the demonstrations whose first hop is about an entity of `give_up_kinds` that
-    search generically first (the kind and the relation, no name: "person born") and then answer
-    with a guess: above 0.5 the warm start follows that habit greedily on those questions, a
-    search behaviour RL can unlearn on entities it never trains on (0 reproduces worlds built
-    before this option)."""
-    give_up_kinds: list[str] = dataclasses.field(default_factory=lambda: ["person"])
-    """Entity kinds (person, org, work, city, country) whose questions get the give-up habit."""
+    give_up_share: float = 0.0
+    """Share of the demonstrations of `habit_types` questions that search generically first (the
+    entity's kind and the relation, no name: "person born") and, when that misses, answer with a
+    guess."""
+    early_answer_share: float = 0.6
+    """Share of the demonstrations of `habit_types` chain questions that answer one hop early,
+    with the last-but-one hop's value (a 3-hop question's city instead of its country). Above 0.5
+    the warm start follows the habit greedily: a search decision that costs answers on any entity,
+    which RL can unlearn on questions it never trains on (0 for both habits reproduces worlds
+    built before them)."""
+    habit_types: list[str] = dataclasses.field(default_factory=lambda: ["compositional"])
+    """Question types whose demonstrations get the two habits above."""
     topk: int = 3
     """BM25 passages inserted per demonstration search (use the rollout's topk)."""
     max_searches: int = 4
@@ -347,14 +351,12 @@ class WorldConfig:
             raise ConfigError(
                 f"world.demo_weights={self.demo_weights}: non-negative weights over {sorted(valid)}, not all 0"
             )
-        for name in ("vague_share", "redundant_share", "wrong_answer_share", "give_up_share"):
+        for name in ("vague_share", "redundant_share", "wrong_answer_share", "give_up_share",
+                     "early_answer_share"):  # fmt: skip
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"world.{name}={getattr(self, name)}: must be in [0, 1]")
-        kinds = {"person", "org", "work", "city", "country"}
-        if not set(self.give_up_kinds) <= kinds:
-            raise ConfigError(
-                f"world.give_up_kinds={self.give_up_kinds}: choose among {sorted(kinds)}"
-            )
+        if not set(self.habit_types) <= valid:
+            raise ConfigError(f"world.habit_types={self.habit_types}: choose among {sorted(valid)}")
         if self.topk < 1 or self.max_searches < 3:
             raise ConfigError(
                 f"world.topk={self.topk}, max_searches={self.max_searches}: need topk >= 1 and max_searches >= 3 (3-hop questions)"

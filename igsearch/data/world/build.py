@@ -136,7 +136,7 @@ def build_world(
     retriever = load_index(out / "index")
     progress("oracle demonstrations")
     noise = Noise(cfg.vague_share, cfg.redundant_share, cfg.wrong_answer_share, cfg.give_up_share,
-                  tuple(cfg.give_up_kinds))  # fmt: skip
+                  cfg.early_answer_share, tuple(cfg.habit_types))  # fmt: skip
     writer = DemoWriter(kb, passages, retriever.search, topk=cfg.topk, tags=cfg.tagset, noise=noise,
                         seed=cfg.seed, max_searches=cfg.max_searches)  # fmt: skip
     chosen = sample_demo_questions(

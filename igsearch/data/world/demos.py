@@ -68,7 +68,8 @@ class Noise:
     redundant: float = 0.1
     wrong_answer: float = 0.1
     give_up: float = 0.0
-    give_up_kinds: tuple[str, ...] = ("person",)
+    early_answer: float = 0.0
+    habit_types: tuple[str, ...] = ("compositional",)
 
 
 def sample_demo_questions(
@@ -135,18 +136,17 @@ class DemoWriter:
         vague, redundant = r.random() < n.vague, r.random() < n.redundant
         wrong = r.random() < n.wrong_answer
         hop = r.randrange(len(q.hops))
-        give_up = (  # no draw when off: worlds built before the habit stay unchanged
-            n.give_up > 0
-            and self.kb[q.hops[0].entity].kind in n.give_up_kinds
-            and r.random() < n.give_up
-        )
+        habit = q.type in n.habit_types  # no draw when off: older worlds stay unchanged
+        give_up = n.give_up > 0 and habit and r.random() < n.give_up
+        early = n.early_answer > 0 and habit and len(q.hops) > 1 and r.random() < n.early_answer
+        early = early and not give_up and q.type != "comparison"
         vague = vague and not give_up
         if len(q.hops) + vague + redundant > self.max_searches:  # the rollout's turn budget
             redundant = False
         if len(q.hops) + vague > self.max_searches:
             vague = False
         return {"vague": vague, "redundant": hop if redundant else None, "wrong": wrong,
-                "give_up": give_up}  # fmt: skip
+                "give_up": give_up, "early": early}  # fmt: skip
 
     def _queries(self, q: Question, plan: dict) -> list[str]:
         out = [h.query for h in q.hops] + [h.alt_query for h in q.hops]
@@ -182,6 +182,10 @@ class DemoWriter:
         noise: list[str] = []
         think, read = q.plan, []
         for i, hop in enumerate(q.hops):
+            if plan["early"] and i == len(q.hops) - 1:  # answer the chain's last-but-one value
+                return self._finish(
+                    q, segments, think, q.hops[i - 1].value, [*noise, "early_answer"]
+                )
             if i == 0 and plan["give_up"]:
                 generic = self._generic(hop)
                 hits = self._search(segments, think, generic)
