@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
@@ -267,6 +268,23 @@ def machine_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def exit_with_parent(poll_s: float = 2.0) -> threading.Thread:
+    """End this worker process when the process that started it is gone. A worker of a killed
+    `igsearch experiment` or `igsearch demo` would otherwise go on training, unseen, beside
+    whatever the user starts next (SIGTERM and SIGKILL reach only the parent; Ctrl-C reaches
+    the whole process group)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def _run_pinned(
     root: Path,
     world: Path,
@@ -282,6 +300,7 @@ def _run_pinned(
     thread each), its output appended to logs/METHOD-sSEED.log; returns the seconds of each stage."""
     import torch
 
+    exit_with_parent()
     name = f"{method}-s{seed}"
     log = root / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

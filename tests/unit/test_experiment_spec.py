@@ -107,3 +107,48 @@ def test_the_dev_replication_is_on_unless_no_dev(monkeypatch, flag, splits):
     result = CliRunner().invoke(app, ["experiment", "--quick", *flag])
     assert result.exit_code == 0, result.output
     assert seen["spec"].splits == splits
+
+
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
+    # A killed `igsearch experiment` must not leave its RL workers training (SIGKILL, like
+    # SIGTERM, reaches only the parent).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file, script = tmp_path / "worker.pid", tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from igsearch.experiment import exit_with_parent\n"
+        "def work(path):\n"
+        "    exit_with_parent(poll_s=0.1)\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    mp.get_context('spawn').Process(target=work, args=(sys.argv[1],)).start()\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            if open(f"/proc/{worker}/stat").read().split()[2] == "Z":
+                break  # exited; only the zombie entry is left until init reaps it
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its killed parent")
+    finally:
+        parent.kill()

@@ -10,14 +10,15 @@ tokenised alone and only generated ones are trained (igsearch.train.sft_data).
 Controlled imperfection, so RL has room to improve and IG something to tell apart:
 - a vague first query (a surname alone, a generic description) whose documents usually miss the
   fact, followed by "not found" and the precise query;
-- a generic first query (the entity's kind and the relation, no name: "person born"), which
-  almost never retrieves the fact, followed by a guessed answer (giving up), on most questions
-  whose first hop is about an entity of some kinds (people by default): a habit the warm start
-  follows greedily, that costs answers on any such entity, so RL can unlearn it on questions it
-  never trains on, and IG can tell the two first queries apart (docs/design.md, "The synthetic
-  world");
 - a redundant search repeating a hop that was already answered;
-- a wrong final answer, taken from an entity or year that the read documents mention.
+- a wrong final answer, taken from an entity or year that the read documents mention;
+- habits, on the question types `habit_types` names (compositional by default): an early answer
+  (the chain's last-but-one value, the city instead of its country, in 60% of those
+  demonstrations by default), or a generic first query (the entity's kind and the relation, no
+  name: "person born") followed by a guess. A share above half makes the warm start follow the
+  habit greedily on every such question, a search decision that costs answers on any entity, so
+  RL can unlearn it on questions it never trains on (docs/design.md, "Tiny policies and the
+  synthetic world").
 Think texts are short and templated: the plan names the subject ("find the birthplace of X") and
 each note after a successful read first cites its evidence, the retrieved document's line verbatim
 up to the sentence stating the fact ("Doc 1(Title: X) X (born 1950) is a native of Y."), then states
