@@ -457,6 +457,13 @@ def demo(
     seeds: Annotated[
         int, typer.Option(help="Repeat the RL runs over this many seeds (mean ± std).")
     ] = 1,
+    world: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="WorldConfig override key=value for the world (repeat for more), e.g. "
+            "--world early_answer_share=0.6; a run folder keeps the world it was started with."
+        ),
+    ] = None,
 ) -> None:
     """The main job: world -> SFT -> GRPO vs IG-Search -> evaluation -> report (igsearch.demo)."""
     from igsearch.demo import run_demo
@@ -468,6 +475,7 @@ def demo(
         quick=quick,
         fresh=fresh,
         seeds=seeds,
+        world=tuple(world or ()),
     )
 
 
@@ -513,6 +521,13 @@ def experiment(
             "and pooled with it (--no-dev skips it)."
         ),
     ] = True,
+    world: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="WorldConfig override key=value for the world (repeat for more), e.g. "
+            "--world early_answer_share=0.6; a run folder keeps the world it was started with."
+        ),
+    ] = None,
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
@@ -526,6 +541,7 @@ def experiment(
         warm_start=warm_start,
         jobs=jobs,
         dev=dev,
+        world=tuple(world or ()),
     )
     run_experiment(
         out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),

@@ -311,12 +311,12 @@ class WorldConfig:
     """Share of the demonstrations of `habit_types` questions that search generically first (the
     entity's kind and the relation, no name: "person born") and, when that misses, answer with a
     guess."""
-    early_answer_share: float = 0.6
+    early_answer_share: float = 0.0
     """Share of the demonstrations of `habit_types` chain questions that answer one hop early,
-    with the last-but-one hop's value (a 3-hop question's city instead of its country). Above 0.5
-    the warm start follows the habit greedily: a search decision that costs answers on any entity,
-    which RL can unlearn on questions it never trains on (0 for both habits reproduces worlds
-    built before them)."""
+    with the last-but-one hop's value (a 3-hop question's city instead of its country): a search
+    decision that costs answers on any entity, for RL to unlearn on questions it never trains on.
+    At 0.6 on compositional questions the small world's warm start follows it on every one
+    (benchmarks/results/rl_recipe.md, section 13)."""
     habit_types: list[str] = dataclasses.field(default_factory=lambda: ["compositional"])
     """Question types whose demonstrations get the two habits above."""
     topk: int = 3

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ class DemoPlan:
     """RL sampling temperature. Evaluation is greedy, and at 1.0 a nano policy's samples are half
     as accurate as its greedy answers, so RL mostly sharpens; at 0.6 samples stay near the greedy
     path and differ where it is undecided (rl_recipe.md, section 7)."""
+    world_overrides: tuple[str, ...] = ()
+    """WorldConfig overrides (key=value) for the world, e.g. ("early_answer_share=0.6",)."""
     rollout: dict[str, Any] = field(
         default_factory=lambda: {
             "prompt_style": "bare",
@@ -103,7 +105,9 @@ def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
     from igsearch.data.world import ensure_world
 
     world = root / "world"
-    cfg = load_config(WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}"])
+    cfg = load_config(
+        WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}", *plan.world_overrides]
+    )
     _stage("world + BM25 index + tokenizer", (world / "world.json").exists())
     ensure_world(cfg, world, fix=f"everything in {root} was trained on it: delete {root}")
     return world
@@ -288,11 +292,13 @@ def run_demo(
     fresh: bool = False,
     seeds: int = 1,
     seed: int = 0,
+    world: tuple[str, ...] = (),
 ) -> Path:
-    """Run (or resume) every stage; returns the report's path."""
+    """Run (or resume) every stage, on the world `world` (WorldConfig overrides) describes;
+    returns the report's path."""
     from igsearch.eval.demo_report import write_report
 
-    plan = PLANS["quick" if quick else "full"]
+    plan = replace(PLANS["quick" if quick else "full"], world_overrides=tuple(world))
     root = Path(root)
     if fresh:
         shutil.rmtree(root, ignore_errors=True)

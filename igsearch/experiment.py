@@ -106,16 +106,21 @@ def experiment_spec(
     warm_start: str | Path | None = None,
     jobs: int = 1,
     dev: bool = True,
+    world: tuple[str, ...] = (),
 ) -> ExperimentSpec:
     """The spec of `igsearch experiment`: the demo's full plan with EXPERIMENT_STEPS RL steps (or,
     with quick, its quick plan with 2 steps, tighter rollouts and few evaluation questions), `seeds`
     seeds from 0, `steps` RL steps when given, `methods` (comma list, default every registered
     estimator), the demo run folder whose warm start to reuse, `jobs` RL runs at a time, and
-    whether every policy is evaluated on the dev split too (`dev`)."""
+    whether every policy is evaluated on the dev split too (`dev`), on the world that the
+    WorldConfig overrides `world` describe."""
     if seeds < 1:
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
     if steps is not None and steps < 1:
         raise IGSearchError(f"--steps {steps}: run at least one RL step")
+    from igsearch.config import WorldConfig, load_config
+
+    load_config(WorldConfig, None, list(world))  # a wrong --world fails here, not after an hour
     plan = PLANS["quick" if quick else "full"]
     if quick:
         plan = replace(
@@ -127,7 +132,11 @@ def experiment_spec(
             eval_per_type=3,
             rollout={**plan.rollout, **QUICK_ROLLOUT},
         )
-    plan = replace(plan, rl_steps=steps or (plan.rl_steps if quick else EXPERIMENT_STEPS))
+    plan = replace(
+        plan,
+        rl_steps=steps or (plan.rl_steps if quick else EXPERIMENT_STEPS),
+        world_overrides=tuple(world),
+    )
     names = [m.strip() for m in (methods or ",".join(ESTIMATORS)).split(",") if m.strip()]
     return ExperimentSpec(
         plan,

@@ -152,3 +152,11 @@ def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
             pytest.fail("the worker outlived its killed parent")
     finally:
         parent.kill()
+
+
+def test_world_overrides_reach_the_plan_and_bad_ones_fail_at_once():
+    spec = experiment_spec(world=("early_answer_share=0.6",))
+    assert spec.plan.world_overrides == ("early_answer_share=0.6",)
+    assert experiment_spec().plan.world_overrides == ()
+    with pytest.raises(IGSearchError, match="early_answer_shar"):
+        experiment_spec(world=("early_answer_shar=0.6",))

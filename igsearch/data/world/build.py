@@ -177,6 +177,10 @@ def build_world_apart(cfg: Any, out: str | Path) -> dict[str, Any]:
     return read_world(out)
 
 
+ADDED_LATER = {"give_up_share": 0.0, "early_answer_share": 0.0, "habit_types": ["compositional"]}
+"""Settings newer than some worlds' manifests, with the value those worlds were built with."""
+
+
 def ensure_world(cfg: Any, out: str | Path, *, fix: str | None = None) -> dict[str, Any]:
     """The manifest of the world `cfg` describes, in `out`: built there (`build_world_apart`) when
     the folder has none, checked against `cfg` when it has one. A world built with other settings
@@ -189,7 +193,7 @@ def ensure_world(cfg: Any, out: str | Path, *, fix: str | None = None) -> dict[s
         return build_world_apart(cfg, out)
     manifest = read_world(out)
     wanted = resolved_settings(json.loads(json.dumps(to_dict(cfg))))
-    built = manifest.get("config", {})
+    built = {**ADDED_LATER, **manifest.get("config", {})}
     built = resolved_settings(built) if built.get("size") in SIZES else built
     differs = [
         f"{k}={built.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if built.get(k) != v
