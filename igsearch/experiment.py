@@ -349,6 +349,13 @@ def run_side_by_side(
 
     shares = cpu_shares(machine_cpus(), jobs)
     queue = list(runs)
+    finished = {  # evaluated on every split before: reused at once, not work left
+        (m, s) for m, s in runs
+        if all((root / eval_folder(split) / f"{m}-s{s}" / "results.json").exists() for split in splits)
+    }  # fmt: skip
+    for _ in finished:
+        left["rl"] -= 1
+        left["eval"] -= len(splits)
     running: dict[Future, tuple[str, int, int, float]] = {}  # job -> method, seed, slot, start
     free = list(range(jobs))
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -381,8 +388,9 @@ def run_side_by_side(
                 for job in done:
                     method, seed, slot, _ = running.pop(job)
                     free.append(slot)
-                    left["rl"] -= 1
-                    left["eval"] -= len(splits)
+                    if (method, seed) not in finished:
+                        left["rl"] -= 1
+                        left["eval"] -= len(splits)
                     seconds = job.result()
                     for key, sec in seconds.items():
                         clock.record(key, sec / jobs)

@@ -12,13 +12,12 @@ Controlled imperfection, so RL has room to improve and IG something to tell apar
   fact, followed by "not found" and the precise query;
 - a redundant search repeating a hop that was already answered;
 - a wrong final answer, taken from an entity or year that the read documents mention;
-- habits, on the question types `habit_types` names (compositional by default): an early answer
-  (the chain's last-but-one value, the city instead of its country, in 60% of those
-  demonstrations by default), or a generic first query (the entity's kind and the relation, no
-  name: "person born") followed by a guess. A share above half makes the warm start follow the
-  habit greedily on every such question, a search decision that costs answers on any entity, so
-  RL can unlearn it on questions it never trains on (docs/design.md, "Tiny policies and the
-  synthetic world").
+- habits (off by default), on the question types `habit_types` names: an early answer (the
+  chain's last-but-one value, the city instead of its country) or a generic first query (the
+  entity's kind and the relation, no name: "person born") followed by a guess. Above half of a
+  type's demonstrations, the warm start follows the habit greedily on every such question: a
+  search decision that costs answers on any entity, for RL to unlearn on questions it never
+  trains on (docs/design.md, "Tiny policies and the synthetic world").
 Think texts are short and templated: the plan names the subject ("find the birthplace of X") and
 each note after a successful read first cites its evidence, the retrieved document's line verbatim
 up to the sentence stating the fact ("Doc 1(Title: X) X (born 1950) is a native of Y."), then states
