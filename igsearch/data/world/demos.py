@@ -228,7 +228,7 @@ class DemoWriter:
         return self._finish(q, segments, final, answer, noise)
 
     def _give_up(self, q: Question, segments: list[dict], hits: list[Hit]) -> dict | None:
-        """End after a vague first query that missed: a guess from what its documents mention."""
+        """End after a generic first query that missed: a guess from what its documents mention."""
         guess = self._plausible(q, hits)
         if guess is None:
             return None
