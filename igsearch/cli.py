@@ -445,6 +445,17 @@ def eval_(
     )
 
 
+WorldOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--world",
+        help="WorldConfig override key=value for the world (repeat for more), e.g. "
+        "--world early_answer_share=0.6; a run folder keeps the world it was started with.",
+    ),
+]
+"""The `--world` option of `demo` and `experiment`."""
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder (stages are reused from it).")] = Path(
@@ -457,13 +468,7 @@ def demo(
     seeds: Annotated[
         int, typer.Option(help="Repeat the RL runs over this many seeds (mean ± std).")
     ] = 1,
-    world: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="WorldConfig override key=value for the world (repeat for more), e.g. "
-            "--world early_answer_share=0.6; a run folder keeps the world it was started with."
-        ),
-    ] = None,
+    world: WorldOverrides = None,
 ) -> None:
     """The main job: world -> SFT -> GRPO vs IG-Search -> evaluation -> report (igsearch.demo)."""
     from igsearch.demo import run_demo
@@ -521,13 +526,7 @@ def experiment(
             "and pooled with it (--no-dev skips it)."
         ),
     ] = True,
-    world: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="WorldConfig override key=value for the world (repeat for more), e.g. "
-            "--world early_answer_share=0.6; a run folder keeps the world it was started with."
-        ),
-    ] = None,
+    world: WorldOverrides = None,
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""

@@ -98,6 +98,13 @@ def _stage(name: str, done: bool) -> bool:
     return done
 
 
+def world_config(plan: DemoPlan, seed: int) -> WorldConfig:
+    """The settings of the plan's world; a wrong `--world` override fails here."""
+    return load_config(
+        WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}", *plan.world_overrides]
+    )
+
+
 def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
     """The demo's world (`ensure_world`): built in a child process when missing, since the build's
     parallel BM25 searches would otherwise slow every later training step of this process; checked
@@ -105,9 +112,7 @@ def build_world_stage(root: Path, plan: DemoPlan, seed: int) -> Path:
     from igsearch.data.world import ensure_world
 
     world = root / "world"
-    cfg = load_config(
-        WorldConfig, None, [f"seed={seed}", f"size={plan.world_size}", *plan.world_overrides]
-    )
+    cfg = world_config(plan, seed)
     _stage("world + BM25 index + tokenizer", (world / "world.json").exists())
     ensure_world(cfg, world, fix=f"everything in {root} was trained on it: delete {root}")
     return world
@@ -223,6 +228,11 @@ def eval_folder(split: str) -> str:
     return "eval" if split == "test" else f"eval-{split}"
 
 
+def eval_results(root: Path, name: str, split: str = "test") -> Path:
+    """The results.json of NAME's evaluation on `split`; it exists once that evaluation is done."""
+    return root / eval_folder(split) / name / "results.json"
+
+
 def eval_stage(
     root: Path,
     world: Path,
@@ -241,8 +251,9 @@ def eval_stage(
     from igsearch.rollout.engine import hf_generator
     from igsearch.train.models import load_policy
 
-    out = root / eval_folder(split) / name
-    if not _stage(f"evaluate {name} on the {split} split", (out / "results.json").exists()):
+    done = eval_results(root, name, split)
+    out = done.parent
+    if not _stage(f"evaluate {name} on the {split} split", done.exists()):
         sets = resolve_sets(
             world=world, limit=None if whole_split else plan.eval_per_type, world_split=split
         )
@@ -255,7 +266,7 @@ def eval_stage(
         )
         results["config"] = {"model": str(model)}
         write_results(out, results, records, title=name)
-    return json.loads((out / "results.json").read_text())
+    return json.loads(done.read_text())
 
 
 def rl_runs(
@@ -270,10 +281,7 @@ def rl_runs(
     in `todo` order."""
     from igsearch.experiment import StageClock, machine_cpus, run_side_by_side
 
-    def results(est: str, s: int) -> Path:
-        return root / "eval" / f"{est}-s{s}" / "results.json"
-
-    pending = [run for run in todo if not results(*run).exists()]
+    pending = [(est, s) for est, s in todo if not eval_results(root, f"{est}-s{s}").exists()]
     jobs = min(len(pending), len(machine_cpus()))
     side_by_side = pending if jobs > 1 else []
     for est, s in todo:
@@ -283,7 +291,7 @@ def rl_runs(
         clock = StageClock(root, total=2 * len(side_by_side))
         left = {"rl": len(side_by_side), "eval": len(side_by_side)}
         run_side_by_side(root, world, sft, plan, side_by_side, jobs, False, clock, left)
-    return [json.loads(results(*run).read_text()) for run in todo]
+    return [json.loads(eval_results(root, f"{est}-s{s}").read_text()) for est, s in todo]
 
 
 def run_demo(
@@ -299,6 +307,7 @@ def run_demo(
     from igsearch.eval.demo_report import write_report
 
     plan = replace(PLANS["quick" if quick else "full"], world_overrides=tuple(world))
+    world_config(plan, seed)  # a wrong --world fails before the run folder is made
     root = Path(root)
     if fresh:
         shutil.rmtree(root, ignore_errors=True)

@@ -29,9 +29,11 @@ from igsearch.demo import (
     build_world_stage,
     console,
     eval_folder,
+    eval_results,
     eval_stage,
     rl_stage,
     sft_stage,
+    world_config,
 )
 from igsearch.errors import IGSearchError
 
@@ -118,9 +120,6 @@ def experiment_spec(
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
     if steps is not None and steps < 1:
         raise IGSearchError(f"--steps {steps}: run at least one RL step")
-    from igsearch.config import WorldConfig, load_config
-
-    load_config(WorldConfig, None, list(world))  # a wrong --world fails here, not after an hour
     plan = PLANS["quick" if quick else "full"]
     if quick:
         plan = replace(
@@ -137,6 +136,7 @@ def experiment_spec(
         rl_steps=steps or (plan.rl_steps if quick else EXPERIMENT_STEPS),
         world_overrides=tuple(world),
     )
+    world_config(plan, 0)  # a wrong --world fails here, not after an hour
     names = [m.strip() for m in (methods or ",".join(ESTIMATORS)).split(",") if m.strip()]
     return ExperimentSpec(
         plan,
@@ -350,9 +350,10 @@ def run_side_by_side(
     shares = cpu_shares(machine_cpus(), jobs)
     queue = list(runs)
     finished = {  # evaluated on every split before: reused at once, not work left
-        (m, s) for m, s in runs
-        if all((root / eval_folder(split) / f"{m}-s{s}" / "results.json").exists() for split in splits)
-    }  # fmt: skip
+        (m, s)
+        for m, s in runs
+        if all(eval_results(root, f"{m}-s{s}", sp).exists() for sp in splits)
+    }
     for _ in finished:
         left["rl"] -= 1
         left["eval"] -= len(splits)
