@@ -455,6 +455,17 @@ WorldOverrides = Annotated[
 ]
 """The `--world` option of `demo` and `experiment`."""
 
+RenameEntities = Annotated[
+    bool | None,
+    typer.Option(
+        "--rename-entities/--no-rename-entities",
+        help="RL respells the world's names afresh every step, so that it learns to copy names "
+        "rather than its own questions' names (default: the plan's; see docs/rl_recipe).",
+        show_default=False,
+    ),
+]
+"""The `--rename-entities` option of `demo` and `experiment` (data.rename_entities)."""
+
 
 @app.command()
 def demo(
@@ -469,6 +480,7 @@ def demo(
         int, typer.Option(help="Repeat the RL runs over this many seeds (mean ± std).")
     ] = 1,
     world: WorldOverrides = None,
+    rename_entities: RenameEntities = None,
 ) -> None:
     """The main job: world -> SFT -> GRPO vs IG-Search -> evaluation -> report (igsearch.demo)."""
     from igsearch.demo import run_demo
@@ -481,6 +493,7 @@ def demo(
         fresh=fresh,
         seeds=seeds,
         world=tuple(world or ()),
+        rename_entities=rename_entities,
     )
 
 
@@ -527,6 +540,7 @@ def experiment(
         ),
     ] = True,
     world: WorldOverrides = None,
+    rename_entities: RenameEntities = None,
 ) -> None:
     """Compare the estimators over seeds from one warm start: test EM with paired 95% intervals,
     training curves, IG vs supporting passages -> experiment.md / .json (igsearch.experiment)."""
@@ -541,6 +555,7 @@ def experiment(
         jobs=jobs,
         dev=dev,
         world=tuple(world or ()),
+        rename_entities=rename_entities,
     )
     run_experiment(
         out if not (quick and out == Path("runs/experiment")) else Path("runs/experiment-quick"),

@@ -317,8 +317,13 @@ class WorldConfig:
     decision that costs answers on any entity, for RL to unlearn on questions it never trains on.
     At 0.6 on compositional questions the small world's warm start follows it on every one
     (benchmarks/results/rl_recipe.md, section 13)."""
+    drift_share: float = 0.0
+    """Share of the demonstrations of `habit_types` chain questions whose second search names the
+    question's subject instead of the entity the first hop found ("X country" for "Y country")
+    and, when that misses, answer with a guess: query drift, a multi-hop search decision that
+    costs answers on any entity."""
     habit_types: list[str] = dataclasses.field(default_factory=lambda: ["compositional"])
-    """Question types whose demonstrations get the two habits above."""
+    """Question types whose demonstrations get the habits above."""
     topk: int = 3
     """BM25 passages inserted per demonstration search (use the rollout's topk)."""
     max_searches: int = 4
@@ -352,7 +357,7 @@ class WorldConfig:
                 f"world.demo_weights={self.demo_weights}: non-negative weights over {sorted(valid)}, not all 0"
             )
         for name in ("vague_share", "redundant_share", "wrong_answer_share", "give_up_share",
-                     "early_answer_share"):  # fmt: skip
+                     "early_answer_share", "drift_share"):  # fmt: skip
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"world.{name}={getattr(self, name)}: must be in [0, 1]")
         if not set(self.habit_types) <= valid:
@@ -493,6 +498,10 @@ class DataConfig:
     """Use at most this many training questions (the first ones)."""
     dev_limit: int = 200
     """Dev questions evaluated at each evaluation."""
+    rename_entities: bool = False
+    """Synthetic world only: each RL step respells the world's made-up names afresh (question,
+    gold answers, documents; queries are mapped back), so that a name can only be copied, never
+    recalled (igsearch.data.world.rename)."""
 
     def __post_init__(self) -> None:
         if not self.train:

@@ -54,6 +54,9 @@ class DemoPlan:
     path and differ where it is undecided (rl_recipe.md, section 7)."""
     world_overrides: tuple[str, ...] = ()
     """WorldConfig overrides (key=value) for the world, e.g. ("early_answer_share=0.6",)."""
+    rename_entities: bool = False
+    """RL respells the world's names afresh every step (`data.rename_entities`), so that RL cannot
+    learn its own questions' names (rl_recipe.md, section 14)."""
     rollout: dict[str, Any] = field(
         default_factory=lambda: {
             "prompt_style": "bare",
@@ -165,6 +168,7 @@ def rl_config(
                 "train": [str(world / "rl.jsonl")],
                 "dev": str(world / "dev.jsonl"),
                 "dev_limit": plan.dev_limit,
+                "rename_entities": plan.rename_entities,
             },
             "retriever": {"index": str(world / "index")},
             "rollout": {**plan.rollout, "temperature": plan.temperature},
@@ -187,8 +191,13 @@ def rl_config(
 
 
 def _training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A saved TrainConfig without its thread count, which does not change what is trained."""
-    return {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "num_threads"}}
+    """A saved TrainConfig without its thread count, which does not change what is trained (a run
+    saved before `data.rename_entities` existed trained without it)."""
+    return {
+        **cfg,
+        "data": {"rename_entities": False, **cfg["data"]},
+        "train": {k: v for k, v in cfg["train"].items() if k != "num_threads"},
+    }
 
 
 def rl_stage(
@@ -301,12 +310,15 @@ def run_demo(
     seeds: int = 1,
     seed: int = 0,
     world: tuple[str, ...] = (),
+    rename_entities: bool | None = None,
 ) -> Path:
-    """Run (or resume) every stage, on the world `world` (WorldConfig overrides) describes;
-    returns the report's path."""
+    """Run (or resume) every stage, on the world `world` (WorldConfig overrides) describes, with
+    `rename_entities` in RL when given (else the plan's); returns the report's path."""
     from igsearch.eval.demo_report import write_report
 
     plan = replace(PLANS["quick" if quick else "full"], world_overrides=tuple(world))
+    if rename_entities is not None:
+        plan = replace(plan, rename_entities=rename_entities)
     world_config(plan, seed)  # a wrong --world fails before the run folder is made
     root = Path(root)
     if fresh:

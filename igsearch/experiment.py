@@ -109,13 +109,15 @@ def experiment_spec(
     jobs: int = 1,
     dev: bool = True,
     world: tuple[str, ...] = (),
+    rename_entities: bool | None = None,
 ) -> ExperimentSpec:
     """The spec of `igsearch experiment`: the demo's full plan with EXPERIMENT_STEPS RL steps (or,
     with quick, its quick plan with 2 steps, tighter rollouts and few evaluation questions), `seeds`
     seeds from 0, `steps` RL steps when given, `methods` (comma list, default every registered
     estimator), the demo run folder whose warm start to reuse, `jobs` RL runs at a time, and
     whether every policy is evaluated on the dev split too (`dev`), on the world that the
-    WorldConfig overrides `world` describe."""
+    WorldConfig overrides `world` describe, with `rename_entities` in RL when given (else the
+    plan's)."""
     if seeds < 1:
         raise IGSearchError(f"--seeds {seeds}: run at least one seed")
     if steps is not None and steps < 1:
@@ -135,6 +137,7 @@ def experiment_spec(
         plan,
         rl_steps=steps or (plan.rl_steps if quick else EXPERIMENT_STEPS),
         world_overrides=tuple(world),
+        rename_entities=plan.rename_entities if rename_entities is None else rename_entities,
     )
     world_config(plan, 0)  # a wrong --world fails here, not after an hour
     names = [m.strip() for m in (methods or ",".join(ESTIMATORS)).split(",") if m.strip()]

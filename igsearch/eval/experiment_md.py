@@ -167,10 +167,17 @@ def write_experiment(
     lines = [
         "# igsearch experiment",
         "",
-        f"Synthetic world ({p.world_size}), one nano warm start, {len(spec.methods)} estimators × "
+        f"Synthetic world ({p.world_size}"
+        + (f"; {', '.join(p.world_overrides)}" if p.world_overrides else "")
+        + f"), one nano warm start, {len(spec.methods)} estimators × "
         f"{len(spec.seeds)} seeds ({', '.join(map(str, spec.seeds))}); {p.rl_steps} RL steps of "
-        f"{p.batch_size} rollouts (groups of {p.group_size}), learning rate {p.learning_rate:g}. "
-        f"Test: {n} questions ({', '.join(f'{k} {v}' for k, v in data['questions'].items())}), "
+        f"{p.batch_size} rollouts (groups of {p.group_size}), learning rate {p.learning_rate:g}"
+        + (
+            ", the world's names respelt afresh at every RL step (`data.rename_entities`). "
+            if p.rename_entities
+            else ". "
+        )
+        + f"Test: {n} questions ({', '.join(f'{k} {v}' for k, v in data['questions'].items())}), "
         f"greedy. Stages took {minutes:.1f} min"
         + (
             f", {spec.jobs} RL runs at a time, each on its share of the CPUs"

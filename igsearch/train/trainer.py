@@ -144,8 +144,15 @@ class IGSearchTrainer(GRPOTrainer):
         self.generator_factory = generator_factory
         self.estimator = get_estimator(cfg.algo.estimator)
         self.tags = get_tagset(cfg.rollout.tagset)
-        self.retriever = TimedRetriever(retriever)
         self._fallback = corpus_fallback(retriever)
+        self.renamer, self._renamed = None, None
+        if cfg.data.rename_entities:
+            from igsearch.data.world.rename import Renamer, RenamingRetriever
+
+            self.renamer = Renamer.for_questions(cfg.data.train[0])
+            self._renamed = RenamingRetriever(retriever)
+            self._fallback = self._renamed.fallback(self._fallback)
+        self.retriever = TimedRetriever(self._renamed or retriever)
         self._times: dict[str, float] = {}
         from accelerate import PartialState
 
@@ -257,6 +264,19 @@ class IGSearchTrainer(GRPOTrainer):
         return step_ig, scorer.tokens_encoded
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.renamer is None:
+            return self._score_step(inputs)
+        # `data.rename_entities`: the step's rows, retriever and random documents share one fresh
+        # spelling of the world's names, the same on every process (igsearch.data.world.rename)
+        renaming = self.renamer.draw(self.cfg.train.seed * 1_000_003 + self.state.global_step)
+        inputs[:] = [renaming.example(x) for x in inputs]
+        self._renamed.renaming = renaming
+        try:
+            return self._score_step(inputs)
+        finally:
+            self._renamed.renaming = None
+
+    def _score_step(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         out = super()._generate_and_score_completions(inputs)  # steps 1 and 2
         t0 = time.perf_counter()
         step_ig, ig_tokens = self._step_ig(inputs)

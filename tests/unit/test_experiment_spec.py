@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from igsearch.algo.advantages import ESTIMATORS
+from igsearch.config import to_dict
 from igsearch.demo import PLANS
 from igsearch.errors import IGSearchError
 from igsearch.experiment import EXPERIMENT_STEPS, StageClock, cpu_shares, experiment_spec
@@ -160,3 +161,22 @@ def test_world_overrides_reach_the_plan_and_bad_ones_fail_at_once():
     assert experiment_spec().plan.world_overrides == ()
     with pytest.raises(IGSearchError, match="early_answer_shar"):
         experiment_spec(world=("early_answer_shar=0.6",))
+
+
+def test_rename_entities_reaches_every_rl_run_and_an_old_run_still_matches(tmp_path):
+    from igsearch.demo import _training_settings, rl_config
+
+    assert experiment_spec().plan.rename_entities is False
+    plan = experiment_spec(rename_entities=True).plan
+    cfg = rl_config(tmp_path, tmp_path / "world", tmp_path / "sft", plan, "grpo", 0)
+    assert cfg.data.rename_entities is True
+    # a run saved before the setting existed trained without it, and is reused as such
+    saved = to_dict(
+        rl_config(tmp_path, tmp_path / "world", tmp_path / "sft", PLANS["full"], "grpo", 0)
+    )
+    del saved["data"]["rename_entities"]
+    plain = to_dict(
+        rl_config(tmp_path, tmp_path / "world", tmp_path / "sft", PLANS["full"], "grpo", 0)
+    )
+    assert _training_settings(saved) == _training_settings(plain)
+    assert _training_settings(saved) != _training_settings(to_dict(cfg))

@@ -194,7 +194,7 @@ def test_demonstrations_follow_the_protocol(world):
         assert 1 <= d["searches"] == len(segs) // 2 <= 4
     noise = read_world(world)["counts"]["demos"]["noise"]
     assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer"))
-    assert not {"early_answer", "give_up"} & set(noise)  # habits are off by default
+    assert not {"early_answer", "give_up", "drift"} & set(noise)  # habits are off by default
     assert 0.75 < sum(d["correct"] for d in demos) / len(demos) < 0.97
 
 
@@ -244,6 +244,30 @@ def test_the_give_up_habit_searches_generically_then_guesses(tmp_path):
     assert sum(d["correct"] for d in gave_up) < 0.1 * len(gave_up)  # a guess, rarely right
     compositional = [d for d in demos if d["type"] == "compositional"]
     assert 0.4 < len(gave_up) / len(compositional) < 0.75  # give_up_share 0.6, a few lucky
+
+
+def test_the_drift_habit_searches_the_subject_again_then_guesses(tmp_path):
+    # docs/design.md, "Tiny policies and the synthetic world": the second search names the
+    # question's subject instead of the entity the first hop found, misses, and guesses
+    cfg = WorldConfig(
+        seed=SEED, size="tiny", drift_share=0.6, habit_types=["bridge", "compositional"]
+    )
+    build_world(cfg, tmp_path / "w")
+    chains, demos = _train_chains(), read_demos(tmp_path / "w")
+    kb = build_kb(SEED, SIZES["tiny"].counts)
+    drifted = [d for d in demos if "drift" in d["noise"]]
+    assert drifted and {d["type"] for d in drifted} == {"bridge", "compositional"}
+    chains_demos = [d for d in demos if d["type"] in ("bridge", "compositional")]
+    assert 0.45 < len(drifted) / len(chains_demos) < 0.75  # drift_share 0.6
+    for d in drifted:
+        q = chains[d["question_id"]]
+        queries = [parse_action(s["text"]).query for s in d["segments"][:-1:2]]
+        subject, found = kb[q.hops[0].entity].name, kb[q.hops[1].entity].name
+        assert q.hops[1].query.startswith(found) and subject != found
+        assert queries[-1] == subject + q.hops[1].query.removeprefix(found)
+        assert queries[0] in (q.hops[0].query, q.hops[0].vague) and len(queries) <= 3
+        assert d["segments"][-1]["text"].startswith("<think> not found, answer anyway </think>")
+        assert not d["correct"]
 
 
 def test_the_habits_draw_nothing_when_off_so_older_worlds_are_unchanged(tmp_path, world):
@@ -383,7 +407,7 @@ def test_a_world_from_before_the_habits_is_still_reused(tmp_path):
     out = tmp_path / "w"
     build_world(WorldConfig(seed=SEED, size="tiny"), out)
     manifest = json.loads((out / "world.json").read_text())
-    for key in ("give_up_share", "early_answer_share", "habit_types"):
+    for key in ("give_up_share", "early_answer_share", "drift_share", "habit_types"):
         del manifest["config"][key]
     (out / "world.json").write_text(json.dumps(manifest))
     assert ensure_world(WorldConfig(seed=SEED, size="tiny"), out)["content_hash"]

@@ -136,7 +136,7 @@ def build_world(
     retriever = load_index(out / "index")
     progress("oracle demonstrations")
     noise = Noise(cfg.vague_share, cfg.redundant_share, cfg.wrong_answer_share, cfg.give_up_share,
-                  cfg.early_answer_share, tuple(cfg.habit_types))  # fmt: skip
+                  cfg.early_answer_share, tuple(cfg.habit_types), cfg.drift_share)  # fmt: skip
     writer = DemoWriter(kb, passages, retriever.search, topk=cfg.topk, tags=cfg.tagset, noise=noise,
                         seed=cfg.seed, max_searches=cfg.max_searches)  # fmt: skip
     chosen = sample_demo_questions(
@@ -177,7 +177,12 @@ def build_world_apart(cfg: Any, out: str | Path) -> dict[str, Any]:
     return read_world(out)
 
 
-ADDED_LATER = {"give_up_share": 0.0, "early_answer_share": 0.0, "habit_types": ["compositional"]}
+ADDED_LATER = {
+    "give_up_share": 0.0,
+    "early_answer_share": 0.0,
+    "drift_share": 0.0,
+    "habit_types": ["compositional"],
+}
 """Settings newer than some worlds' manifests, with the value those worlds were built with."""
 
 

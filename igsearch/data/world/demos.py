@@ -13,8 +13,10 @@ Controlled imperfection, so RL has room to improve and IG something to tell apar
 - a redundant search repeating a hop that was already answered;
 - a wrong final answer, taken from an entity or year that the read documents mention;
 - habits (off by default), on the question types `habit_types` names: an early answer (the
-  chain's last-but-one value, the city instead of its country) or a generic first query (the
-  entity's kind and the relation, no name: "person born") followed by a guess. Above half of a
+  chain's last-but-one value, the city instead of its country), a generic first query (the
+  entity's kind and the relation, no name: "person born") followed by a guess, or query drift (a
+  chain's second search names the question's subject instead of the entity the first hop found,
+  "X country" for "Y country", followed by a guess when it misses). Above half of a
   type's demonstrations, the warm start follows the habit greedily on every such question: a
   search decision that costs answers on any entity, for RL to unlearn on questions it never
   trains on (docs/design.md, "Tiny policies and the synthetic world").
@@ -70,6 +72,7 @@ class Noise:
     give_up: float = 0.0
     early_answer: float = 0.0
     habit_types: tuple[str, ...] = ("compositional",)
+    drift: float = 0.0
 
 
 def sample_demo_questions(
@@ -140,13 +143,15 @@ class DemoWriter:
         give_up = n.give_up > 0 and habit and r.random() < n.give_up
         early = n.early_answer > 0 and habit and len(q.hops) > 1 and r.random() < n.early_answer
         early = early and not give_up and q.type != "comparison"
+        drift = n.drift > 0 and habit and len(q.hops) > 1 and q.type != "comparison"
+        drift = drift and r.random() < n.drift and not (give_up or early)
         vague = vague and not give_up
         if len(q.hops) + vague + redundant > self.max_searches:  # the rollout's turn budget
             redundant = False
         if len(q.hops) + vague > self.max_searches:
             vague = False
         return {"vague": vague, "redundant": hop if redundant else None, "wrong": wrong,
-                "give_up": give_up, "early": early}  # fmt: skip
+                "give_up": give_up, "early": early, "drift": drift}  # fmt: skip
 
     def _queries(self, q: Question, plan: dict) -> list[str]:
         out = [h.query for h in q.hops] + [h.alt_query for h in q.hops]
@@ -154,12 +159,19 @@ class DemoWriter:
             out
             + ([q.hops[0].vague] if plan["vague"] else [])
             + ([self._generic(q.hops[0])] if plan["give_up"] else [])
+            + ([self._drifted(q)] if plan["drift"] else [])
         )
 
     def _generic(self, hop: Hop) -> str:
         """The hop's query with the entity's kind in place of its name."""
         e = self.kb[hop.entity]
         return f"{e.kind} {hop.query.removeprefix(e.name).strip()}"
+
+    def _drifted(self, q: Question) -> str:
+        """The second hop's query with the question's subject named in place of the entity the
+        first hop found ("X country" where X's city was wanted)."""
+        first, second = (self.kb[h.entity] for h in q.hops[:2])
+        return f"{first.name} {q.hops[1].query.removeprefix(second.name).strip()}"
 
     def _found(self, hits: list[Hit], support: Sequence[str]) -> bool:
         return any(h.id in support for h in hits)
@@ -190,7 +202,7 @@ class DemoWriter:
                 generic = self._generic(hop)
                 hits = self._search(segments, think, generic)
                 if not self._found(hits, hop.support):
-                    return self._give_up(q, segments, hits)
+                    return self._give_up(q, segments, hits, ["give_up"])
                 noise.append("generic")
             elif i == 0 and plan["vague"]:
                 noise.append("vague")
@@ -199,6 +211,11 @@ class DemoWriter:
                     hits = self._search(segments, think, hop.query)
                 else:
                     hits = self.cache[hop.vague]
+            elif i == 1 and plan["drift"]:
+                hits = self._search(segments, think, self._drifted(q))
+                if not self._found(hits, hop.support):
+                    return self._give_up(q, segments, hits, [*noise, "drift"])
+                noise.append("drift")
             else:
                 hits = self._search(segments, think, hop.query)
             if not self._found(hits, hop.support):
@@ -227,12 +244,14 @@ class DemoWriter:
                 answer = wrong
         return self._finish(q, segments, final, answer, noise)
 
-    def _give_up(self, q: Question, segments: list[dict], hits: list[Hit]) -> dict | None:
-        """End after a generic first query that missed: a guess from what its documents mention."""
+    def _give_up(
+        self, q: Question, segments: list[dict], hits: list[Hit], noise: list[str]
+    ) -> dict | None:
+        """End after a habit's query that missed: a guess from what its documents mention."""
         guess = self._plausible(q, hits)
         if guess is None:
             return None
-        return self._finish(q, segments, "not found, answer anyway", guess, ["give_up"])
+        return self._finish(q, segments, "not found, answer anyway", guess, noise)
 
     def _finish(self, q: Question, segments: list[dict], final: str, answer: str,
                 noise: list[str]) -> dict | None:  # fmt: skip
