@@ -263,6 +263,12 @@ def read_world(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def read_kb(path: str | Path) -> KB:
+    """The knowledge base of a world folder, generated again from its manifest's seed and size."""
+    manifest = read_world(path)
+    return build_kb(manifest["seed"], get_size(manifest["size"]).counts)
+
+
 def read_demos(path: str | Path) -> list[dict[str, Any]]:
     """The demonstrations of a world folder (or a demos.jsonl path)."""
     path = Path(path)
@@ -277,14 +283,13 @@ def unseen_name_token_share(world: str | Path, split: str = "test") -> float:
     from igsearch.tokenizer import load_tokenizer
 
     world = Path(world)
-    manifest = read_world(world)
+    kb = read_kb(world)
     tok = load_tokenizer(world / "tokenizer")
     seen: set[int] = set()
     for demo in read_demos(world):
         for seg in demo["segments"]:
             if seg["generated"]:
                 seen.update(tok(seg["text"], add_special_tokens=False)["input_ids"])
-    kb = build_kb(manifest["seed"], get_size(manifest["size"]).counts)
     subjects = {
         s for ex in read_qa_jsonl(world / f"{split}.jsonl") for s in ex.metadata["subjects"]
     }

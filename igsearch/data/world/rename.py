@@ -133,8 +133,7 @@ class Renamer:
     @classmethod
     def for_questions(cls, qa_file: str | Path) -> Renamer:
         """The renamer of the world a QA file belongs to (the world.json in its folder)."""
-        from igsearch.data.world.build import get_size, read_world
-        from igsearch.data.world.kb import build_kb
+        from igsearch.data.world.build import read_kb
 
         folder = Path(qa_file).parent
         if not (folder / "world.json").exists():
@@ -143,8 +142,7 @@ class Renamer:
                 f"world.json in {folder}); renaming needs the world that made the names: set "
                 "data.rename_entities=false for other data"
             )
-        manifest = read_world(folder)
-        return cls(made_up_words(build_kb(manifest["seed"], get_size(manifest["size"]).counts)))
+        return cls(made_up_words(read_kb(folder)))
 
     def draw(self, seed: int) -> Renaming:
         return Renaming(self.words, seed)
