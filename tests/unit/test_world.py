@@ -194,8 +194,11 @@ def test_demonstrations_follow_the_protocol(world):
         assert 1 <= d["searches"] == len(segs) // 2 <= 4
     noise = read_world(world)["counts"]["demos"]["noise"]
     assert all(noise.get(k, 0) > 0 for k in ("vague", "redundant", "wrong_answer"))
-    assert not {"early_answer", "give_up", "drift"} & set(noise)  # habits are off by default
-    assert 0.75 < sum(d["correct"] for d in demos) / len(demos) < 0.97
+    # of the habits only query drift is on by default, and only on chain questions
+    assert not {"early_answer", "give_up"} & set(noise) and noise.get("drift", 0) > 0
+    assert {d["type"] for d in demos if "drift" in d["noise"]} <= {"bridge", "compositional"}
+    plain = [d for d in demos if "drift" not in d["noise"]]  # a drifted demonstration guesses
+    assert 0.75 < sum(d["correct"] for d in plain) / len(plain) < 0.97
 
 
 def _train_chains() -> dict:
@@ -203,11 +206,16 @@ def _train_chains() -> dict:
     return {q.id: q for q in build_questions(kb, build_passages(kb, SEED), "train", 10**9, SEED)}
 
 
+_HABIT_ALONE = {"seed": SEED, "size": "tiny", "drift_share": 0.0, "habit_types": ["compositional"]}
+"""The tiny world with the default drift off, to test another habit alone on compositional."""
+
+
 def test_the_early_answer_habit_answers_a_compositional_chain_one_hop_early(tmp_path):
     # docs/design.md, "Tiny policies and the synthetic world": with early_answer_share 0.6, most
     # compositional demonstrations answer with the last-but-one hop's value (the city, not its
     # country). No other type has it.
-    build_world(WorldConfig(seed=SEED, size="tiny", early_answer_share=0.6), tmp_path / "w")
+    cfg = WorldConfig(**_HABIT_ALONE, early_answer_share=0.6)
+    build_world(cfg, tmp_path / "w")
     chains, demos = _train_chains(), read_demos(tmp_path / "w")
     early = [d for d in demos if "early_answer" in d["noise"]]
     compositional = [d for d in demos if d["type"] == "compositional"]
@@ -229,7 +237,7 @@ def test_the_early_answer_habit_answers_a_compositional_chain_one_hop_early(tmp_
 
 
 def test_the_give_up_habit_searches_generically_then_guesses(tmp_path):
-    cfg = WorldConfig(seed=SEED, size="tiny", give_up_share=0.6, early_answer_share=0.0)
+    cfg = WorldConfig(**_HABIT_ALONE, give_up_share=0.6)
     build_world(cfg, tmp_path / "w")
     chains, demos = _train_chains(), read_demos(tmp_path / "w")
     first = {d["id"]: parse_action(d["segments"][0]["text"]).query for d in demos}
@@ -270,11 +278,14 @@ def test_the_drift_habit_searches_the_subject_again_then_guesses(tmp_path):
         assert not d["correct"]
 
 
-def test_the_habits_draw_nothing_when_off_so_older_worlds_are_unchanged(tmp_path, world):
-    # the default world (both habits at 0) is the same as one built with the habits' types
-    # changed: no random draw depends on them
-    cfg = WorldConfig(seed=SEED, size="tiny", habit_types=["bridge", "single_hop"])
-    assert build_world(cfg, tmp_path / "w")["content_hash"] == read_world(world)["content_hash"]
+def test_the_habits_draw_nothing_when_off_so_older_worlds_are_unchanged(tmp_path):
+    # with every habit at 0 the world is the same whatever the habits' types: no random draw
+    # depends on them, so a world from before the habits is rebuilt byte for byte
+    off = {"seed": SEED, "size": "tiny", "drift_share": 0.0}
+    a = build_world(WorldConfig(**off, habit_types=["compositional"]), tmp_path / "a")
+    b = build_world(WorldConfig(**off, habit_types=["bridge", "single_hop"]), tmp_path / "b")
+    assert a["content_hash"] == b["content_hash"]
+    assert a["counts"]["demos"]["noise"].keys().isdisjoint({"drift", "give_up", "early_answer"})
 
 
 def test_hop_notes_restate_their_plan_item_so_the_plan_says_what_comes_next(world):
@@ -403,13 +414,15 @@ def test_world_json_is_plain_json(world):
 
 
 def test_a_world_from_before_the_habits_is_still_reused(tmp_path):
-    # its manifest has no habit settings; it was built with both habits off, which is the default
+    # its manifest has no habit settings; it was built with every habit off
+    before = WorldConfig(seed=SEED, size="tiny", drift_share=0.0, habit_types=["compositional"])
     out = tmp_path / "w"
-    build_world(WorldConfig(seed=SEED, size="tiny"), out)
+    build_world(before, out)
     manifest = json.loads((out / "world.json").read_text())
     for key in ("give_up_share", "early_answer_share", "drift_share", "habit_types"):
         del manifest["config"][key]
     (out / "world.json").write_text(json.dumps(manifest))
-    assert ensure_world(WorldConfig(seed=SEED, size="tiny"), out)["content_hash"]
-    with pytest.raises(IGSearchError, match="early_answer_share=0.0 \\(wanted 0.6\\)"):
-        ensure_world(WorldConfig(seed=SEED, size="tiny", early_answer_share=0.6), out)
+    assert ensure_world(before, out)["content_hash"]
+    # but it is not taken for today's default world, whose demonstrations drift
+    with pytest.raises(IGSearchError, match="drift_share=0.0 \\(wanted 0.6\\)"):
+        ensure_world(WorldConfig(seed=SEED, size="tiny"), out)
