@@ -337,7 +337,7 @@ class WorldConfig:
     measures 0.2% of dev name tokens, 2048 measures 2%), and a nano policy copies a name it has
     never seen far more reliably when its pieces are few and frequent: on the small world, 1200 SFT
     steps of 16 reach dev EM 0.28 with 512 against 0.04 with 1024, and test EM 0.26 with 384
-    against 0.15 with 512 (benchmarks/results/rl_recipe.md, sections 1 and 9)."""
+    against 0.15 with 512, without a habit (benchmarks/results/rl_recipe.md, sections 1 and 9)."""
     tagset: str = "search-r1"
     """Protocol tag set of the demonstrations."""
 

@@ -12,11 +12,11 @@ Controlled imperfection, so RL has room to improve and IG something to tell apar
   fact, followed by "not found" and the precise query;
 - a redundant search repeating a hop that was already answered;
 - a wrong final answer, taken from an entity or year that the read documents mention;
-- habits (off by default), on the question types `habit_types` names: an early answer (the
-  chain's last-but-one value, the city instead of its country), a generic first query (the
-  entity's kind and the relation, no name: "person born") followed by a guess, or query drift (a
-  chain's second search names the question's subject instead of the entity the first hop found,
-  "X country" for "Y country", followed by a guess when it misses). Above half of a
+- habits, on the question types `habit_types` names: an early answer (the chain's last-but-one
+  value, the city instead of its country), a generic first query (the entity's kind and the
+  relation, no name: "person born") followed by a guess, or query drift (a chain's second search
+  names the question's subject instead of the entity the first hop found, "X country" for "Y
+  country", followed by a guess when it misses; the one on by default). Above half of a
   type's demonstrations, the warm start follows the habit greedily on every such question: a
   search decision that costs answers on any entity, for RL to unlearn on questions it never
   trains on (docs/design.md, "Tiny policies and the synthetic world").
