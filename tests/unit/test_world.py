@@ -206,15 +206,16 @@ def _train_chains() -> dict:
     return {q.id: q for q in build_questions(kb, build_passages(kb, SEED), "train", 10**9, SEED)}
 
 
-_HABIT_ALONE = {"seed": SEED, "size": "tiny", "drift_share": 0.0, "habit_types": ["compositional"]}
-"""The tiny world with the default drift off, to test another habit alone on compositional."""
+_BEFORE_DRIFT = {"seed": SEED, "size": "tiny", "drift_share": 0.0, "habit_types": ["compositional"]}
+"""The tiny world as built before query drift was on by default: every habit off, habit types
+compositional. A test of another habit switches that one on alone."""
 
 
 def test_the_early_answer_habit_answers_a_compositional_chain_one_hop_early(tmp_path):
     # docs/design.md, "Tiny policies and the synthetic world": with early_answer_share 0.6, most
     # compositional demonstrations answer with the last-but-one hop's value (the city, not its
     # country). No other type has it.
-    cfg = WorldConfig(**_HABIT_ALONE, early_answer_share=0.6)
+    cfg = WorldConfig(**_BEFORE_DRIFT, early_answer_share=0.6)
     build_world(cfg, tmp_path / "w")
     chains, demos = _train_chains(), read_demos(tmp_path / "w")
     early = [d for d in demos if "early_answer" in d["noise"]]
@@ -237,7 +238,7 @@ def test_the_early_answer_habit_answers_a_compositional_chain_one_hop_early(tmp_
 
 
 def test_the_give_up_habit_searches_generically_then_guesses(tmp_path):
-    cfg = WorldConfig(**_HABIT_ALONE, give_up_share=0.6)
+    cfg = WorldConfig(**_BEFORE_DRIFT, give_up_share=0.6)
     build_world(cfg, tmp_path / "w")
     chains, demos = _train_chains(), read_demos(tmp_path / "w")
     first = {d["id"]: parse_action(d["segments"][0]["text"]).query for d in demos}
@@ -281,9 +282,9 @@ def test_the_drift_habit_searches_the_subject_again_then_guesses(tmp_path):
 def test_the_habits_draw_nothing_when_off_so_older_worlds_are_unchanged(tmp_path):
     # with every habit at 0 the world is the same whatever the habits' types: no random draw
     # depends on them, so a world from before the habits is rebuilt byte for byte
-    off = {"seed": SEED, "size": "tiny", "drift_share": 0.0}
-    a = build_world(WorldConfig(**off, habit_types=["compositional"]), tmp_path / "a")
-    b = build_world(WorldConfig(**off, habit_types=["bridge", "single_hop"]), tmp_path / "b")
+    a = build_world(WorldConfig(**_BEFORE_DRIFT), tmp_path / "a")
+    other_types = {**_BEFORE_DRIFT, "habit_types": ["bridge", "single_hop"]}
+    b = build_world(WorldConfig(**other_types), tmp_path / "b")
     assert a["content_hash"] == b["content_hash"]
     assert a["counts"]["demos"]["noise"].keys().isdisjoint({"drift", "give_up", "early_answer"})
 
@@ -415,7 +416,7 @@ def test_world_json_is_plain_json(world):
 
 def test_a_world_from_before_the_habits_is_still_reused(tmp_path):
     # its manifest has no habit settings; it was built with every habit off
-    before = WorldConfig(seed=SEED, size="tiny", drift_share=0.0, habit_types=["compositional"])
+    before = WorldConfig(**_BEFORE_DRIFT)
     out = tmp_path / "w"
     build_world(before, out)
     manifest = json.loads((out / "world.json").read_text())
